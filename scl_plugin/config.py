@@ -1,0 +1,251 @@
+"""Typed configuration: YAML files in ``configs/`` validated against dataclasses.
+
+Every config file is merged onto the dataclass schema below with OmegaConf's structured
+configs, so an unknown key or a wrong type is an error that names the key. Fields with a
+closed set of values declare it in ``metadata["choices"]`` and are checked after the merge.
+
+A YAML file may extend another one with ``_base_: other.yaml`` (path relative to the file,
+applied recursively); command-line ``key=value`` overrides (dotted keys, e.g.
+``train.epochs=3``) are merged last.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = [
+    "ConfigError", "DataConfig", "ModelConfig", "SCLLossConfig", "DistillConfig",
+    "TrainConfig", "EpisodicConfig", "EvalConfig", "Config", "load_config", "to_yaml",
+    "METHODS", "DATASETS",
+]
+
+DATASETS = (
+    "omniglot-small",   # ../shared/data: background small1 (train) / small2 (test)
+    "omniglot",         # learn2learn FullOmniglot (download path)
+    "mini-imagenet", "tiered-imagenet", "cifarfs", "fc100",
+    "cub", "folder",     # cross-domain test sets
+    "synthetic",         # generated separable images, for tests and smoke runs
+)
+METHODS = ("ce", "scl", "protonet", "maml", "fomaml", "scl_protonet")
+
+
+class ConfigError(ValueError):
+    """A config problem, reported in one line naming the key and what is allowed."""
+
+
+def choices(*values: str, default: str) -> Any:
+    return field(default=default, metadata={"choices": tuple(values)})
+
+
+@dataclass
+class DataConfig:
+    dataset: str = choices(*DATASETS, default="omniglot-small")
+    root: str = "../shared/data"
+    # Cross-domain: pretrain/meta-train on `dataset`, test episodes on `test_dataset`.
+    test_dataset: Optional[str] = None
+    test_root: Optional[str] = None
+    # CUB novel split: "closerlook" (50 classes, class index % 4 == 3; used by SCL and the
+    # mini->CUB literature) or "metadataset" (learn2learn's default 30 test classes).
+    cub_split: str = choices("closerlook", "metadataset", default="closerlook")
+    image_size: int = 28
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    train_episodes: int = -1     # learn2learn num_tasks for meta-training (-1: infinite)
+    val_episodes: int = 100
+    test_episodes: int = 600
+    episode_seed: int = 0        # test/val episodes are a function of this seed only
+    augment: str = choices("none", "standard", "simclr", default="standard")
+    batch_size: int = 64         # flat pretraining batch (per process)
+    num_workers: int = 0
+    cache_dir: str = "~/.cache/scl_plugin"   # writable; data roots may be read-only
+    download: bool = False
+
+
+@dataclass
+class ModelConfig:
+    name: str = "conv4"          # any timm model name; resnet12 / conv4 are registered
+    pretrained: bool = False
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SCLLossConfig:
+    """Loss weights and hyper-parameters (defaults: SCL paper Sec. 4.1 / authors' code)."""
+    lambda_ce: float = 1.0
+    lambda_global: float = 0.0
+    lambda_spatial: float = 0.0
+    global_mode: str = choices("supervised", "selfsup", default="supervised")
+    spatial_mode: str = choices("supervised", "selfsup", default="supervised")
+    tau_global: float = 0.1      # temperature (the code uses inverse temperature 10)
+    tau_spatial: float = 0.1
+    proj_dim: int = 80           # projection size d' of both heads
+    chunk_size: int = 0          # SC loss anchor chunk; 0 = automatic
+    aggregation: str = choices("mean", "sum", "max", default="mean")
+
+
+@dataclass
+class DistillConfig:
+    generations: int = 0         # 0 = no distillation; each generation's student teaches the next
+    epochs: int = 90
+    lr: float = 0.01
+    lambda_kd: float = 1.0
+    lambda_cd: float = 10.0
+    lambda_ce: float = 0.0
+    kd_temperature: float = 4.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 90
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    optimizer: str = choices("sgd", "adam", default="sgd")
+    schedule: str = choices("step", "cosine", "constant", default="step")
+    lr_decay_epochs: List[int] = field(default_factory=lambda: [60, 80])
+    lr_decay_rate: float = 0.1
+    mixed_precision: str = choices("no", "fp16", "bf16", default="no")
+    grad_accum: int = 1
+    max_steps: int = -1          # stop after this many optimizer steps (-1: no limit)
+    steps_per_epoch: int = -1    # cap on steps per epoch (-1: a full pass)
+    keep_last: int = 2
+    log_every: int = 10
+    deterministic: bool = False
+
+
+@dataclass
+class EpisodicConfig:
+    """Meta-training of MAML / ProtoNet."""
+    meta_iterations: int = 1000
+    meta_batch_size: int = 4
+    meta_lr: float = 1e-3
+    inner_lr: float = 0.4
+    inner_steps: int = 1
+    eval_inner_steps: int = 3
+    distance: str = choices("euclidean", "cosine", default="euclidean")
+    init_from: Optional[str] = None   # checkpoint to initialise the backbone (SCL -> ProtoNet)
+
+
+@dataclass
+class EvalConfig:
+    classifier: str = choices("logreg", "logreg_sklearn", "proto_cosine", "proto_euclidean",
+                              "native", default="logreg")
+    C: float = 1.0               # inverse L2 strength, as scikit-learn's LogisticRegression
+    max_iter: int = 1000
+    tol: float = 1e-4
+    flip: bool = False           # average features of the image and its horizontal flip
+    batch_episodes: int = 100
+
+
+@dataclass
+class Config:
+    method: str = choices(*METHODS, default="scl")
+    seed: int = 0
+    run_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: SCLLossConfig = field(default_factory=SCLLossConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    episodic: EpisodicConfig = field(default_factory=EpisodicConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------- loading
+def _read_yaml(path: Path, seen: tuple = ()) -> Dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular _base_ chain")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    merged = OmegaConf.merge(_read_yaml(path.parent / base, seen + (path,)), data)
+    return OmegaConf.to_container(merged)
+
+
+def _error_text(e: OmegaConfBaseException) -> str:
+    key = getattr(e, "full_key", None) or getattr(e, "key", None)
+    msg = str(e).splitlines()[0]
+    if "not in" in msg or "Key '" in msg and "not" in msg:
+        return f"unknown config key '{key}'"
+    return f"config key '{key}': {msg}"
+
+
+def _check_choices(obj: Any, prefix: str = "") -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        allowed = f.metadata.get("choices")
+        if allowed and value not in allowed:
+            raise ConfigError(f"config key '{key}': got {value!r}, allowed: {', '.join(allowed)}")
+        if dataclasses.is_dataclass(value):
+            _check_choices(value, key + ".")
+
+
+def _check_values(cfg: Config) -> None:
+    d = cfg.data
+    for key, v in (("data.ways", d.ways), ("data.shots", d.shots), ("data.image_size", d.image_size),
+                   ("data.batch_size", d.batch_size), ("train.grad_accum", cfg.train.grad_accum)):
+        if v < 1:
+            raise ConfigError(f"config key '{key}': must be >= 1, got {v}")
+    if d.queries < 0:
+        raise ConfigError(f"config key 'data.queries': must be >= 0, got {d.queries}")
+    for key in ("tau_global", "tau_spatial"):
+        if getattr(cfg.loss, key) <= 0:
+            raise ConfigError(f"config key 'loss.{key}': must be > 0")
+    if d.test_dataset is not None and d.test_dataset not in DATASETS:
+        raise ConfigError(f"config key 'data.test_dataset': got {d.test_dataset!r}, "
+                          f"allowed: {', '.join(DATASETS)}")
+
+
+def load_config(path: Optional[os.PathLike] = None, overrides: Sequence[str] = ()) -> Config:
+    """Build a validated :class:`Config` from a YAML file and ``key=value`` overrides."""
+    schema = OmegaConf.structured(Config)
+    try:
+        if path is not None:
+            schema = OmegaConf.merge(schema, _read_yaml(Path(path)))
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+            schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))
+        cfg = OmegaConf.to_object(schema)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_error_text(e)) from None
+    _check_choices(cfg)
+    _check_values(cfg)
+    return cfg
+
+
+def config_from_dict(data: Dict[str, Any]) -> Config:
+    """Validate a plain dict (e.g. a config stored in a checkpoint)."""
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), data))
+    except OmegaConfBaseException as e:
+        raise ConfigError(_error_text(e)) from None
+    _check_choices(cfg)
+    _check_values(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> Dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
