@@ -1,0 +1,11 @@
+"""Losses of SCL: supervised-contrastive core, global / spatial contrastive, distillation.
+
+Cross-entropy is ``torch.nn.functional.cross_entropy``; everything SCL-specific is here.
+"""
+from .contrastive import make_keys, supcon_from_similarity
+from .distillation import cd_loss, kd_loss
+from .global_contrastive import ProjectionHead, global_contrastive_loss
+from .spatial_contrastive import SpatialAttention, auto_chunk_size, spatial_contrastive_loss
+
+__all__ = ["supcon_from_similarity", "make_keys", "ProjectionHead", "global_contrastive_loss",
+           "SpatialAttention", "spatial_contrastive_loss", "auto_chunk_size", "kd_loss", "cd_loss"]
