@@ -1,0 +1,27 @@
+"""Few-shot data: learn2learn datasets, flat pretraining sets and seeded episode samplers.
+
+Public API::
+
+    data = build_fewshot(cfg.data, seed=cfg.seed)   # -> FewShotData
+    data.train_set                                  # (image, label), labels 0..num_classes-1
+    data.pretrain_set(two_view=True)                # ((view1, view2), label)
+    x, y = data.test_tasks[i]                       # fixed episode i (same for every method)
+    xs, ys, xq, yq = split_support_query(x, y, ways, shots, queries)
+    runs = load_omniglot_challenge(root)            # Lake et al.'s 20 one-shot runs
+
+Every input problem (missing root or file, wrong format, not enough classes or images for the
+episode shape) raises one :class:`DataError` whose message names what was expected and how to
+get it. Nothing is ever downloaded unless ``data.download`` is set.
+"""
+
+
+class DataError(ValueError):
+    """Data missing, malformed or too small for the requested episodes (message says how to fix)."""
+
+
+from .episodes import split_support_query  # noqa: E402
+from .fewshot import FewShotData, build_fewshot  # noqa: E402
+from .datasets import ChallengeRun, load_omniglot_challenge  # noqa: E402
+
+__all__ = ["DataError", "FewShotData", "build_fewshot", "split_support_query",
+           "load_omniglot_challenge", "ChallengeRun"]

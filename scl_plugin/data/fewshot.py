@@ -1,0 +1,117 @@
+"""``build_fewshot``: one call from a :class:`~scl_plugin.config.DataConfig` to every set a method needs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from . import DataError
+from .datasets import Split, load_splits
+from .episodes import make_meta_dataset, make_taskset
+from .transforms import ImageSet
+
+__all__ = ["FewShotData", "build_fewshot"]
+
+# Channels the models see per dataset (synthetic is 3 so any timm model accepts it).
+_GRAY = ("omniglot-small", "omniglot")
+
+
+@dataclass
+class FewShotData:
+    """Everything built from one DataConfig.
+
+    * ``train_set``: plain Dataset of the base (train) classes, items ``(image, label)`` with
+      labels ``0..num_classes-1``, augmented with ``cfg.augment`` (for flat pretraining).
+    * ``train_tasks``: random meta-training episodes (``cfg.train_episodes``, -1 = infinite),
+      augmented with "standard" augmentation unless ``cfg.augment == "none"``.
+    * ``val_tasks`` / ``test_tasks``: ``cfg.val_episodes`` / ``cfg.test_episodes`` fixed episodes,
+      a function of ``cfg.episode_seed`` only, never augmented.
+    * ``train_meta`` / ``val_meta`` / ``test_meta``: the un-augmented learn2learn MetaDatasets
+      the task sets sample from (e.g. for feature extraction).
+    """
+    name: str
+    train_set: Any
+    num_classes: int
+    channels: int
+    image_size: int
+    train_tasks: Any
+    val_tasks: Any
+    test_tasks: Any
+    train_meta: Any
+    val_meta: Any
+    test_meta: Any
+    ways: int
+    shots: int
+    queries: int
+    test_name: str = ""
+    splits_info: Dict[str, str] = field(default_factory=dict)
+    _train_images: Optional[ImageSet] = field(default=None, repr=False)
+    augment: str = "none"
+
+    def pretrain_set(self, two_view: bool = False, augment: Optional[str] = None) -> ImageSet:
+        """Base-class Dataset; ``two_view=True`` gives ``((view1, view2), label)`` items, each view
+        augmented independently with ``augment`` (default: ``cfg.augment``)."""
+        return self._train_images.variant(augment or self.augment, two_view=two_view)
+
+    def split(self, task):
+        """``(xs, ys, xq, yq)`` of a task drawn from one of the task sets."""
+        from .episodes import split_support_query
+        x, y = task
+        return split_support_query(x, y, self.ways, self.shots, self.queries)
+
+
+def _image_set(split: Split, channels: int, image_size: int, augment: str, name: str) -> ImageSet:
+    if len(split.labels) == 0:
+        raise DataError(f"{name}: split {split.where} is empty")
+    return ImageSet(split.source, split.labels, kind=split.kind, channels=channels,
+                    image_size=image_size, augment=augment, name=name)
+
+
+def build_fewshot(cfg, seed: int = 0) -> FewShotData:
+    """Build datasets and task sets for ``cfg`` (a DataConfig).
+
+    ``seed`` only drives the stream of *training* episodes (and per-worker streams derived from
+    it); validation and test episodes depend on ``cfg.episode_seed`` alone, so every method and
+    every run seed is evaluated on exactly the same tasks. Cross-domain: ``cfg.test_dataset``
+    (read from ``cfg.test_root``, default ``cfg.root``) replaces the test split; its images are
+    converted to the training channel count.
+    """
+    name = cfg.dataset
+    size = int(cfg.image_size)
+    splits = load_splits(name, cfg.root, image_size=size, cache_dir=cfg.cache_dir,
+                         cub_split=cfg.cub_split, download=cfg.download)
+    channels = 1 if name in _GRAY else 3
+    test_name = name
+    if cfg.test_dataset:
+        test_name = cfg.test_dataset
+        test_splits = load_splits(cfg.test_dataset, cfg.test_root or cfg.root, image_size=size,
+                                  cache_dir=cfg.cache_dir, cub_split=cfg.cub_split,
+                                  download=cfg.download, role="test")
+        splits = dict(splits, test=test_splits["test"])
+
+    train_aug = cfg.augment
+    task_aug = "none" if cfg.augment == "none" else "standard"
+    train_images = _image_set(splits["train"], channels, size, "none", f"{name} train")
+    train_set = train_images.variant(train_aug)
+    val_images = _image_set(splits["val"], channels, size, "none", f"{name} val")
+    test_images = _image_set(splits["test"], channels, size, "none", f"{test_name} test")
+
+    train_meta = make_meta_dataset(train_images)
+    val_meta = make_meta_dataset(val_images)
+    test_meta = make_meta_dataset(test_images)
+    task_meta = train_meta if task_aug == "none" else make_meta_dataset(train_images.variant(task_aug))
+
+    w, k, q = cfg.ways, cfg.shots, cfg.queries
+    train_tasks = make_taskset(task_meta, w, k, q, cfg.train_episodes, seed=f"train/{seed}",
+                               where=f"{name} train ({splits['train'].where})")
+    val_tasks = make_taskset(val_meta, w, k, q, cfg.val_episodes, seed=f"val/{cfg.episode_seed}",
+                             where=f"{name} val ({splits['val'].where})")
+    test_tasks = make_taskset(test_meta, w, k, q, cfg.test_episodes,
+                              seed=f"test/{cfg.episode_seed}",
+                              where=f"{test_name} test ({splits['test'].where})")
+    return FewShotData(
+        name=name, train_set=train_set, num_classes=train_images.num_classes, channels=channels,
+        image_size=size, train_tasks=train_tasks, val_tasks=val_tasks, test_tasks=test_tasks,
+        train_meta=train_meta, val_meta=val_meta, test_meta=test_meta, ways=w, shots=k, queries=q,
+        test_name=test_name, splits_info={s: sp.where for s, sp in splits.items()},
+        _train_images=train_images, augment=train_aug,
+    )
