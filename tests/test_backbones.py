@@ -107,13 +107,13 @@ def _maml_step(backbone, in_chans, size, ways=5, first_order=False):
 
 
 @pytest.mark.parametrize("cfg,in_chans,size", [
-    (ModelConfig("conv4"), 1, 28),
-    (ModelConfig("resnet12"), 3, 32),
-    (ModelConfig("resnet18", kwargs={"zero_init_last": False}), 3, 32),  # else residual grads are 0
+    (ModelConfig(name="conv4"), 1, 28),
+    (ModelConfig(name="resnet12"), 3, 32),
+    (ModelConfig(name="resnet18", kwargs={"zero_init_last": False}), 3, 32),  # else residual grads are 0
     (VIT, 3, 32),
-    (ModelConfig("l2l:OmniglotCNN"), 1, 28),
-    (ModelConfig("l2l:CNN4"), 3, 32),
-    (ModelConfig("l2l:ResNet12"), 3, 84),
+    (ModelConfig(name="l2l:OmniglotCNN"), 1, 28),
+    (ModelConfig(name="l2l:CNN4"), 3, 32),
+    (ModelConfig(name="l2l:ResNet12"), 3, 84),
 ], ids=lambda v: getattr(v, "name", str(v)))
 def test_maml_second_order(cfg, in_chans, size):
     torch.manual_seed(0)
