@@ -385,3 +385,24 @@ def test_real_omniglot_challenge(real_cache):
         assert r.query_y.shape == (20,) and 0 <= r.query_y.min() and r.query_y.max() <= 19
     # answer key of run01 as written in its class_labels.txt
     assert runs[0].query_y[:4].tolist() == [7, 8, 1, 18]
+
+
+def test_cub_closerlook_split(tmp_path):
+    from learn2learn.vision.datasets.cu_birds200 import SPLITS
+    images = tmp_path / "cub" / "cubirds200" / "CUB_200_2011" / "images"
+    names = sorted(sum(SPLITS.values(), []))
+    assert len(names) == 200
+    rng = np.random.default_rng(5)
+    for n in names:
+        (images / n).mkdir(parents=True)
+        for i in range(2):   # PNG bytes under a .jpg name: PIL sniffs the content
+            (images / n / f"{n}_{i}.jpg").write_bytes(
+                _png(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)))
+    data = build_fewshot(_cfg(tmp_path, dataset="mini-imagenet", root=str(_make_mini(tmp_path / "m")),
+                              test_dataset="cub", test_root=str(tmp_path / "cub"), image_size=84,
+                              ways=3, shots=1, queries=1, val_episodes=2, test_episodes=3))
+    # closerlook novel classes: sorted class index % 4 == 3 -> 50 classes
+    assert len(data.test_meta.labels) == 50
+    assert sorted(set(data.test_meta.dataset.original_labels)) == list(range(3, 200, 4))
+    _check_task(data.test_tasks[0], 3, 1, 1, 3, 84)
+    assert not list((tmp_path / "cub").glob("*.pkl"))
