@@ -11,11 +11,17 @@ Layout (one place for each thing):
   bench         the side-by-side benchmark harness
   cli           scl-train / scl-eval / scl-bench
 """
-import os as _os
-import warnings as _warnings
+import contextlib as _contextlib
+import io as _io
 
 __version__ = "0.1.0"
 
-# learn2learn imports gym, which prints a deprecation banner on import; silence it once here.
-_os.environ.setdefault("GYM_DISABLE_WARNINGS", "1")
-_warnings.filterwarnings("ignore", message=".*Gym has been unmaintained.*")
+# learn2learn imports gym at top level, and gym prints a deprecation banner to stderr on
+# import (we use none of learn2learn's gym parts). Import it once, quietly.
+with _contextlib.redirect_stderr(_io.StringIO()):
+    try:
+        import gym as _gym  # noqa: F401
+    except ImportError:
+        pass
+
+from . import backbones  # noqa: E402,F401  (registers resnet12 / conv4 in timm's registry)

@@ -100,6 +100,7 @@ class DistillConfig:
     lambda_cd: float = 10.0
     lambda_ce: float = 0.0
     kd_temperature: float = 4.0
+    teacher: Optional[str] = None  # run dir of a trained CE/SCL run to distill (skips pretraining)
 
 
 @dataclass
@@ -116,7 +117,9 @@ class TrainConfig:
     grad_accum: int = 1
     max_steps: int = -1          # stop after this many optimizer steps (-1: no limit)
     steps_per_epoch: int = -1    # cap on steps per epoch (-1: a full pass)
-    keep_last: int = 2
+    keep_last: int = 2           # checkpoints kept besides the best one
+    save_every: int = 0          # also checkpoint every N optimizer steps (0: epoch ends only)
+    validate: bool = True        # nearest-prototype accuracy on validation episodes each epoch
     log_every: int = 10
     deterministic: bool = False
 
@@ -136,8 +139,10 @@ class EpisodicConfig:
 
 @dataclass
 class EvalConfig:
-    classifier: str = choices("logreg", "logreg_sklearn", "proto_cosine", "proto_euclidean",
-                              "native", default="logreg")
+    # auto: logistic regression for pretrained embeddings (CE/SCL/distilled, the paper's
+    # protocol), the method's own rule for ProtoNet (prototypes) and MAML (fine-tuning).
+    classifier: str = choices("auto", "logreg", "logreg_sklearn", "proto_cosine", "proto_euclidean",
+                              "native", default="auto")
     C: float = 1.0               # inverse L2 strength, as scikit-learn's LogisticRegression
     max_iter: int = 1000
     tol: float = 1e-4

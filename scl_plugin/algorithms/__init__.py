@@ -1,0 +1,7 @@
+"""Few-shot methods with one interface: ``loss(batch)`` to train, ``adapt(xs, ys)`` to evaluate."""
+from .distill import Distiller
+from .maml import MAMLMethod
+from .protonet import ProtoNet, prototype_logits
+from .scl import SCL, projection_head
+
+__all__ = ["SCL", "Distiller", "MAMLMethod", "ProtoNet", "prototype_logits", "projection_head"]

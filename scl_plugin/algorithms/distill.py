@@ -1,0 +1,76 @@
+"""Contrastive distillation (Ouali et al. 2021, Sec. 3.4): a student learns from a frozen teacher.
+
+    L = lambda_kd * KL(softmax(t / T) || softmax(s / T)) * T^2
+      + lambda_cd * mean_i || z_t(i) - z_s(i) ||^2      (z: L2-normalised global projections)
+      + lambda_ce * CE(s, y)
+
+Both run on the same (optionally two-view) batch; the teacher is an :class:`SCL` in eval
+mode whose parameters never receive gradients. Repeating with the student as the next
+teacher gives further generations (``distill.generations``).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import DistillConfig
+from ..losses import cd_loss, kd_loss
+from .scl import SCL
+
+
+class Distiller(nn.Module):
+    def __init__(self, teacher: SCL, student: SCL, cfg: DistillConfig):
+        super().__init__()
+        self.student = student
+        self.teacher = [teacher.eval().requires_grad_(False)]   # a list: not a registered submodule
+        self.cfg = cfg
+
+    @classmethod
+    def from_teacher(cls, teacher: SCL, cfg: DistillConfig) -> "Distiller":
+        """Student = fresh copy of the teacher's architecture (born-again networks)."""
+        student = copy.deepcopy(teacher)
+        for m in student.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        return cls(teacher, student.requires_grad_(True).train(), cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.student.backbone
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        self.teacher[0].eval()
+        return self
+
+    def loss(self, batch: Any) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        x, y = batch
+        two = isinstance(x, (list, tuple))
+        inputs = torch.cat(list(x), 0) if two else x
+        targets = y.repeat(len(x)) if two else y
+        teacher = self.teacher[0].to(inputs.device)
+        with torch.no_grad():
+            _, t_pooled = teacher.features(inputs)
+            t_logits, t_z = teacher.classifier(t_pooled), teacher.head(t_pooled)
+        _, s_pooled = self.student.features(inputs)
+        s_logits, s_z = self.student.classifier(s_pooled), self.student.head(s_pooled)
+        kd = kd_loss(s_logits, t_logits, self.cfg.kd_temperature)
+        cd = cd_loss(s_z, t_z)
+        total = self.cfg.lambda_kd * kd + self.cfg.lambda_cd * cd
+        metrics = {"kd": kd.detach(), "cd": cd.detach()}
+        if self.cfg.lambda_ce > 0:
+            ce = F.cross_entropy(s_logits, targets)
+            total = total + self.cfg.lambda_ce * ce
+            metrics["ce"] = ce.detach()
+        metrics["loss"] = total.detach()
+        return total, metrics
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, **kwargs: Any):
+        return self.student.adapt(support_x, support_y, **kwargs)

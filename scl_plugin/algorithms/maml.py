@@ -1,0 +1,83 @@
+"""MAML / first-order MAML through ``learn2learn.algorithms.MAML``.
+
+The model is backbone + linear head (ways outputs). Each task clones the meta-model,
+takes ``inner_steps`` gradient steps on the support set and is scored on the query set;
+the meta-loss averages query losses over the meta-batch.
+
+BatchNorm: ``MAML.clone()`` shares BN running buffers with the meta-model, so adapting clones
+in train mode would silently update the meta-model's statistics. We follow the backbone
+module's policy (``scl_plugin.backbones.maml_bn_policy``): BN uses the statistics of the
+current batch during adaptation and querying (transductive, as in MAML's reference code),
+and running buffers are never written.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence, Tuple
+
+import learn2learn as l2l
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones import maml_bn_policy
+from ..data import split_support_query
+
+
+class _Classifier(nn.Module):
+    def __init__(self, backbone: nn.Module, ways: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.feature_dim, ways)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+class MAMLMethod(nn.Module):
+    def __init__(self, backbone: nn.Module, ways: int, shots: int, queries: int, inner_lr: float = 0.4,
+                 inner_steps: int = 1, eval_inner_steps: int = 3, first_order: bool = False):
+        super().__init__()
+        maml_bn_policy(backbone)
+        self.maml = l2l.algorithms.MAML(_Classifier(backbone, ways), lr=inner_lr, first_order=first_order)
+        self.ways, self.shots, self.queries = ways, shots, queries
+        self.inner_steps, self.eval_inner_steps = inner_steps, eval_inner_steps
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.maml.module.backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def _adapt(self, xs: torch.Tensor, ys: torch.Tensor, steps: int, first_order=None):
+        learner = self.maml.clone(first_order=first_order)
+        for _ in range(steps):
+            learner.adapt(F.cross_entropy(learner(xs), ys))
+        return learner
+
+    def loss(self, tasks: List[Sequence[torch.Tensor]]) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        losses, accs = [], []
+        for x, y in tasks:
+            xs, ys, xq, yq = split_support_query(x, y, self.ways, self.shots, self.queries)
+            learner = self._adapt(xs, ys, self.inner_steps)
+            logits = learner(xq)
+            losses.append(F.cross_entropy(logits, yq))
+            accs.append((logits.argmax(-1) == yq).float().mean())
+        loss = torch.stack(losses).mean()
+        return loss, {"loss": loss.detach(), "acc": torch.stack(accs).mean().detach()}
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, **_: Any) -> nn.Module:
+        """Adapted learner for evaluation (first-order inner steps: no meta-gradient needed)."""
+        with torch.enable_grad():
+            learner = self._adapt(support_x, support_y, self.eval_inner_steps, first_order=True)
+        return _Detached(learner)
+
+
+class _Detached(nn.Module):
+    def __init__(self, learner: nn.Module):
+        super().__init__()
+        self.learner = learner
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.learner(x)

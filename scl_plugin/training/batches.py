@@ -1,0 +1,76 @@
+"""Batch sources for the training loop: flat mini-batches and learn2learn episodes.
+
+A batch source is ``(epoch, start) -> iterable``. The flat source draws the epoch's order
+from a generator seeded by ``(seed, epoch)`` and can start at batch ``start`` without loading
+the skipped images, so a resumed run sees exactly the batches the uninterrupted run would
+have seen. Under several processes each rank takes a strided shard of the same permutation
+(what ``DistributedSampler`` does); we shard here rather than through ``accelerator.prepare``
+because the sampler must also start mid-epoch.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, List, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..distributed import rank, world_size
+from ..utils import worker_init_fn
+
+
+class ResumableShardSampler(Sampler[int]):
+    """Per-epoch seeded permutation, sharded by rank, starting at a given sample."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.epoch, self.start = 0, 0
+        self.per_rank = n // world
+
+    def set_position(self, epoch: int, start_sample: int) -> None:
+        self.epoch, self.start = epoch, start_sample
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=g)[: self.per_rank * self.world]
+        return iter(perm[self.rank:: self.world][self.start:].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
+
+
+class FlatBatches:
+    """Mini-batches of a map-style dataset (SCL / CE pretraining)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0):
+        self.sampler = ResumableShardSampler(len(dataset), seed, rank(), world_size())
+        self.batch_size, self.seed = batch_size, seed
+        # A private generator: otherwise creating the iterator draws a worker base seed from
+        # torch's global RNG, which a resumed epoch would draw at a different point.
+        self.generator = torch.Generator()
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, drop_last=True,
+                                 num_workers=num_workers, worker_init_fn=worker_init_fn,
+                                 generator=self.generator, persistent_workers=False)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.per_rank // self.batch_size
+
+    def __call__(self, epoch: int, start: int) -> DataLoader:
+        self.sampler.set_position(epoch, start * self.batch_size)
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch * 1009 + start)
+        return self.loader
+
+
+class EpisodeBatches:
+    """``meta_batch_size`` tasks per step from a learn2learn ``TaskDataset`` (MAML / ProtoNet).
+
+    Task sampling draws from python's ``random`` (learn2learn's transforms), whose state is in
+    every checkpoint, so resuming continues the same task stream.
+    """
+
+    def __init__(self, tasks: Any, meta_batch_size: int, steps_per_epoch: int):
+        self.tasks, self.meta_batch_size, self.steps_per_epoch = tasks, meta_batch_size, steps_per_epoch
+
+    def __call__(self, epoch: int, start: int) -> Iterator[List[Sequence[torch.Tensor]]]:
+        for _ in range(start, self.steps_per_epoch):
+            yield [self.tasks.sample() for _ in range(self.meta_batch_size)]
