@@ -1,0 +1,79 @@
+"""Batched torch logistic regression vs scikit-learn per episode (same features, same run).
+
+1,000 episodes of 5-way 5-shot 15-query on 640-d L2-normalised features with a planted
+class structure (accuracy ~70%). Prints both times, the speedup and both accuracies; the
+last line is one JSON object (also written to benchmarks/perf/results/eval_speed.json).
+No arguments; a couple of minutes at most on 2 CPU cores.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from scl_plugin.evaluation.classifiers import classify  # noqa: E402
+from scl_plugin.evaluation.stats import mean_ci, paired_difference  # noqa: E402
+from scl_plugin.utils import atomic_write_json  # noqa: E402
+
+EPISODES, WAYS, SHOTS, QUERIES, DIM, SEP, SEED = 1000, 5, 5, 15, 640, 0.17, 0
+
+
+def planted_features(seed: int = SEED):
+    """Per-episode random class means (norm ~SEP) plus unit-norm noise, L2-normalised."""
+    g = np.random.default_rng(seed)
+    mu = g.normal(size=(EPISODES, WAYS, DIM)) * SEP / np.sqrt(DIM)
+    ys = np.tile(np.repeat(np.arange(WAYS), SHOTS), (EPISODES, 1))
+    yq = np.tile(np.repeat(np.arange(WAYS), QUERIES), (EPISODES, 1))
+    rows = np.arange(EPISODES)[:, None]
+    Xs = mu[rows, ys] + g.normal(size=(EPISODES, WAYS * SHOTS, DIM)) / np.sqrt(DIM)
+    Xq = mu[rows, yq] + g.normal(size=(EPISODES, WAYS * QUERIES, DIM)) / np.sqrt(DIM)
+    norm = lambda a: (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
+    return (torch.from_numpy(norm(Xs)), torch.from_numpy(ys), torch.from_numpy(norm(Xq)),
+            torch.from_numpy(yq))
+
+
+def main() -> None:
+    Xs, ys, Xq, yq = planted_features()
+    # Warm-up (thread pools, MKL) on a few episodes, not timed.
+    classify("logreg", Xs[:8], ys[:8], Xq[:8], WAYS)
+    classify("logreg_sklearn", Xs[:8], ys[:8], Xq[:8], WAYS)
+
+    t0 = time.perf_counter()
+    pred_t = torch.cat([classify("logreg", Xs[i:i + 100], ys[i:i + 100], Xq[i:i + 100], WAYS)
+                        for i in range(0, EPISODES, 100)])   # evaluate()'s default batch
+    t_torch = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred_s = classify("logreg_sklearn", Xs, ys, Xq, WAYS)
+    t_sklearn = time.perf_counter() - t0
+
+    acc_t = (pred_t == yq).double().mean(dim=1).numpy()
+    acc_s = (pred_s == yq).double().mean(dim=1).numpy()
+    (m_t, ci_t), (m_s, ci_s) = mean_ci(acc_t), mean_ci(acc_s)
+    diff, diff_ci = paired_difference(acc_t, acc_s)
+    agree = float((pred_t == pred_s).double().mean())
+    speedup = t_sklearn / t_torch
+    print(f"episodes: {EPISODES} x {WAYS}-way {SHOTS}-shot {QUERIES}-query, d={DIM}, "
+          f"torch threads={torch.get_num_threads()}, cpus={os.cpu_count()}")
+    print(f"torch batched LR : {t_torch:8.3f} s   acc {100 * m_t:.2f} ± {100 * ci_t:.2f} %")
+    print(f"sklearn per ep.  : {t_sklearn:8.3f} s   acc {100 * m_s:.2f} ± {100 * ci_s:.2f} %")
+    print(f"speedup {speedup:.1f}x, prediction agreement {100 * agree:.2f} %, "
+          f"paired acc diff {100 * diff:+.3f} ± {100 * diff_ci:.3f} points")
+    result = {"episodes": EPISODES, "ways": WAYS, "shots": SHOTS, "queries": QUERIES,
+              "dim": DIM, "time_torch_s": t_torch, "time_sklearn_s": t_sklearn,
+              "speedup": speedup, "acc_torch": m_t, "acc_sklearn": m_s,
+              "ci95_torch": ci_t, "ci95_sklearn": ci_s, "prediction_agreement": agree,
+              "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+    atomic_write_json(Path(__file__).resolve().parent / "results" / "eval_speed.json", result)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Episode-level evaluation: split tasks, embed many episodes at once, classify in batches."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .classifiers import CLASSIFIERS, classify
+from .features import extract_features
+
+__all__ = ["evaluate", "split_episode"]
+
+Split = Callable[..., Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def split_episode(x: torch.Tensor, y: torch.Tensor, ways: int, shots: int,
+                  queries: Optional[int] = None):
+    """Split one task into support and query sets by per-class order.
+
+    For each class (in sorted label order) the first ``shots`` images are the support set
+    and the next ``queries`` (default: all the rest) the query set. Labels are remapped to
+    ``0..ways-1`` in sorted order. Returns ``xs, ys, xq, yq``, grouped by class.
+
+    (A local helper on purpose: evaluation stays independent of ``scl_plugin.data``; pass
+    ``split=`` to :func:`evaluate` to use another rule.)
+    """
+    y = torch.as_tensor(y)
+    classes = torch.unique(y)
+    if classes.numel() != ways:
+        raise ValueError(f"episode has {classes.numel()} classes, expected ways={ways}")
+    s_idx, q_idx, s_lab, q_lab = [], [], [], []
+    for c, label in enumerate(classes.tolist()):
+        idx = (y == label).nonzero(as_tuple=True)[0]
+        need = shots + (queries if queries is not None else 1)
+        if idx.numel() < need:
+            raise ValueError(f"class {label} has {idx.numel()} examples, need {need}")
+        q = idx[shots:] if queries is None else idx[shots:shots + queries]
+        s_idx.append(idx[:shots]); q_idx.append(q)
+        s_lab += [c] * shots; q_lab += [c] * q.numel()
+    s_idx, q_idx = torch.cat(s_idx), torch.cat(q_idx)
+    return (x[s_idx.to(x.device)], torch.tensor(s_lab), x[q_idx.to(x.device)],
+            torch.tensor(q_lab))
+
+
+def _iter_episodes(episodes: Any, indices: Optional[Sequence[int]],
+                   num_episodes: Optional[int]) -> Tuple[Iterator[Any], int]:
+    """Yield the selected tasks in output order, and how many there are."""
+    indexable = hasattr(episodes, "__getitem__") and hasattr(episodes, "__len__")
+    if indices is not None:
+        indices = [int(i) for i in indices]
+        if indexable:
+            return (episodes[i] for i in indices), len(indices)
+        # Plain iterable: walk it once and keep the wanted ones, then emit in `indices` order.
+        wanted = set(indices)
+        last = max(indices, default=-1)
+
+        def gen():
+            kept = {}
+            for i, task in enumerate(episodes):
+                if i in wanted:
+                    kept[i] = task
+                if i >= last:
+                    break
+            missing = wanted - set(kept)
+            if missing:
+                raise IndexError(f"episode indices {sorted(missing)[:5]} out of range")
+            for i in indices:
+                yield kept[i]
+        return gen(), len(indices)
+    if num_episodes is None:
+        if not hasattr(episodes, "__len__"):
+            raise ValueError("episodes has no len(); pass num_episodes= or indices=")
+        num_episodes = len(episodes)
+    if indexable:
+        return (episodes[i] for i in range(num_episodes)), num_episodes
+
+    def head():
+        for i, task in enumerate(episodes):
+            if i >= num_episodes:
+                break
+            yield task
+    return head(), num_episodes
+
+
+def _batches(it: Iterable[Any], size: int) -> Iterator[list]:
+    batch = []
+    for task in it:
+        batch.append(task)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def evaluate(model_or_adapt: Any, episodes: Any, ways: int, shots: int,
+             queries: Optional[int] = None, classifier: str = "logreg", *, flip: bool = False,
+             batch_episodes: int = 100, progress: bool = True, C: float = 1.0,
+             max_iter: int = 1000, tol: float = 1e-4, indices: Optional[Sequence[int]] = None,
+             num_episodes: Optional[int] = None, split: Optional[Split] = None,
+             feature_batch_size: int = 256, desc: str = "eval") -> np.ndarray:
+    """Per-episode query accuracies (fractions in [0, 1]), in episode order.
+
+    Args:
+        model_or_adapt: for the feature classifiers (``"logreg"``, ``"logreg_sklearn"``,
+            ``"proto_cosine"``, ``"proto_euclidean"``) a module mapping images
+            (B, C, H, W) -> features (B, d), frozen; for ``"native"`` a callable
+            ``adapt(xs, ys) -> learner`` with ``learner(xq) -> logits`` (MAML / ProtoNet
+            adapting themselves), called once per episode.
+        episodes: a sequence (e.g. a learn2learn ``TaskDataset``) or iterable of tasks
+            ``(x, y)``: x (ways*(shots+queries), C, H, W), y labels.
+        queries: query images per class (default: every image after the support ones).
+        batch_episodes: episodes embedded by one forward pass and classified together.
+        C, max_iter, tol: logistic regression settings (scikit-learn's meaning).
+        indices: evaluate only these episode indices (for sharding across processes);
+            the result is in the order of ``indices`` and equals the corresponding entries
+            of a full run.
+        num_episodes: how many episodes to take from an iterable without ``len()``.
+        split: ``split(x, y, ways, shots, queries) -> xs, ys, xq, yq`` (default:
+            :func:`split_episode`, first ``shots`` images of each class are support).
+    """
+    if classifier != "native" and classifier not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {classifier!r}; allowed: "
+                         f"{', '.join(CLASSIFIERS)}, native")
+    split = split or split_episode
+    tasks, total = _iter_episodes(episodes, indices, num_episodes)
+    accs = []
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    try:
+        for batch in _batches(tasks, max(1, batch_episodes)):
+            parts = [split(task[0], task[1], ways, shots, queries) for task in batch]
+            if classifier == "native":
+                for xs, ys, xq, yq in parts:
+                    learner = model_or_adapt(xs, ys)
+                    with torch.no_grad():
+                        pred = learner(xq).argmax(dim=-1).cpu()
+                    accs.append((pred == yq).float().mean().item())
+            else:
+                n_s, n_q = parts[0][0].shape[0], parts[0][2].shape[0]
+                if any(p[0].shape[0] != n_s or p[2].shape[0] != n_q for p in parts):
+                    raise ValueError("episodes in a batch differ in support/query sizes")
+                images = torch.cat([torch.cat([xs, xq]) for xs, _, xq, _ in parts])
+                feats = extract_features(model_or_adapt, images, flip=flip,
+                                         batch_size=feature_batch_size)
+                feats = feats.reshape(len(parts), n_s + n_q, -1).cpu()
+                ys = torch.stack([p[1] for p in parts])
+                yq = torch.stack([p[3] for p in parts])
+                pred = classify(classifier, feats[:, :n_s], ys, feats[:, n_s:], ways,
+                                C=C, max_iter=max_iter, tol=tol)
+                accs.extend((pred.cpu() == yq).double().mean(dim=1).tolist())
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    return np.asarray(accs, dtype=np.float64)
