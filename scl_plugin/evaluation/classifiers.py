@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F_
 
-from .logreg import fit_logreg, predict, sklearn_logreg_predict
+from .logreg import fit_predict_logreg, sklearn_logreg_predict
 
 __all__ = ["CLASSIFIERS", "classify", "prototypes", "proto_cosine", "proto_euclidean",
            "logreg", "logreg_sklearn"]
@@ -47,8 +47,7 @@ def proto_euclidean(Xs, ys, Xq, ways: int, **_) -> torch.Tensor:
 def logreg(Xs, ys, Xq, ways: int, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-4,
            **_) -> torch.Tensor:
     """Batched torch L2 logistic regression (same optimum as scikit-learn's)."""
-    W, b = fit_logreg(Xs, ys, ways, C=C, max_iter=max_iter, tol=tol)
-    return predict(Xq, W, b).cpu()
+    return fit_predict_logreg(Xs, ys, Xq, ways, C=C, max_iter=max_iter, tol=tol).cpu()
 
 
 def logreg_sklearn(Xs, ys, Xq, ways: int, C: float = 1.0, max_iter: int = 1000,
