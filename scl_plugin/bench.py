@@ -1,0 +1,172 @@
+"""The side-by-side benchmark harness: methods x datasets x (ways, shots) on paired episodes.
+
+A *suite* YAML names a base config, the datasets, the evaluated (ways, shots) settings and
+the methods (each a config file plus overrides). For every dataset the harness
+
+1. trains each method into ``<run_dir>/<dataset>/<method>`` (or reuses ``final.pt`` when
+   it is already there, or resumes from the newest checkpoint when it was interrupted);
+2. evaluates every method on the *same* seeded test episodes for each setting (results are
+   cached per method and setting, so a rerun only computes what is missing);
+3. writes ``results.{md,csv,json}``, ``paired.{md,csv,json}`` (differences against the
+   reference method, per-episode, with 95% CIs) and ``results.png`` into ``<run_dir>``.
+
+Under ``accelerate launch`` training runs data-parallel and evaluation episodes are split
+across processes, then gathered in episode order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from . import pipeline
+from .config import Config, ConfigError, _error_text, _read_yaml, load_config
+from .data import build_fewshot
+from .evaluation import mean_ci, paired_difference, plot_results, write_results
+from .utils import atomic_write_json, expand
+
+
+@dataclass
+class MethodSpec:
+    name: str = "scl"
+    config: str = "../scl.yaml"          # relative to the suite file
+    overrides: List[str] = field(default_factory=list)
+    # Start from another method of the suite: ProtoNet/MAML initialise their backbone from it
+    # (episodic.init_from), CE/SCL distil it as teacher (distill.teacher).
+    init_from_method: Optional[str] = None
+
+
+@dataclass
+class DatasetSpec:
+    name: str = "omniglot-small"
+    overrides: List[str] = field(default_factory=list)
+
+
+@dataclass
+class SuiteConfig:
+    name: str = "suite"
+    run_dir: str = "runs/suite"
+    overrides: List[str] = field(default_factory=list)      # applied to every method
+    datasets: List[DatasetSpec] = field(default_factory=lambda: [DatasetSpec()])
+    settings: List[List[int]] = field(default_factory=lambda: [[5, 1], [5, 5]])
+    queries: int = 15
+    test_episodes: int = 600
+    episode_seed: int = 0
+    reference: Optional[str] = None                          # method for paired differences
+    methods: List[MethodSpec] = field(default_factory=list)
+
+
+def load_suite(path: Any, overrides: Sequence[str] = ()) -> SuiteConfig:
+    path = Path(path)
+    try:
+        conf = OmegaConf.merge(OmegaConf.structured(SuiteConfig), _read_yaml(path))
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+            conf = OmegaConf.merge(conf, OmegaConf.from_dotlist([item]))
+        suite = OmegaConf.to_object(conf)
+    except OmegaConfBaseException as e:
+        raise ConfigError("suite " + _error_text(e)) from None
+    if not suite.methods:
+        raise ConfigError(f"suite {path}: 'methods' is empty")
+    names = [m.name for m in suite.methods]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"suite {path}: method names must be unique, got {names}")
+    for s in suite.settings:
+        if len(s) != 2 or min(s) < 1:
+            raise ConfigError(f"suite key 'settings': each entry is [ways, shots] >= 1, got {s}")
+    if suite.reference is not None and suite.reference not in names:
+        raise ConfigError(f"suite key 'reference': {suite.reference!r} is not one of {names}")
+    suite._path = path  # type: ignore[attr-defined]
+    return suite
+
+
+def method_config(suite: SuiteConfig, spec: MethodSpec, dataset: DatasetSpec, run_root: Path) -> Config:
+    base = suite._path.parent  # type: ignore[attr-defined]
+    overrides = [*suite.overrides, f"data.dataset={dataset.name}", *dataset.overrides, *spec.overrides,
+                 f"run_dir={run_root / dataset.name / spec.name}"]
+    cfg = load_config(base / spec.config, overrides)
+    if spec.init_from_method:
+        source = run_root / dataset.name / spec.init_from_method
+        key = "episodic.init_from" if cfg.method in pipeline.EPISODIC else "distill.teacher"
+        cfg = load_config(base / spec.config, overrides + [f"{key}={source}"])
+    return cfg
+
+
+def _evaluate_cached(method, cfg: Config, tasks, ways: int, shots: int, queries: int, acc, cache: Path) -> np.ndarray:
+    if cache.exists():
+        return np.asarray(json.loads(cache.read_text())["accuracies"])
+    n = len(tasks)
+    mine = np.arange(n)[acc.process_index::acc.num_processes]
+    part = pipeline.evaluate(method, cfg, tasks, ways, shots, queries, indices=mine,
+                             progress=acc.is_local_main_process)
+    if acc.num_processes > 1:
+        from accelerate.utils import gather_object
+        pieces = gather_object([(int(i), float(a)) for i, a in zip(mine, part)])
+        accs = np.zeros(n)
+        for i, a in pieces:
+            accs[i] = a
+    else:
+        accs = np.asarray(part, dtype=float)
+    if acc.is_main_process:
+        atomic_write_json(cache, {"ways": ways, "shots": shots, "episodes": n, "accuracies": accs.tolist()})
+    return accs
+
+
+def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print) -> List[Dict[str, Any]]:
+    """Train and evaluate every method of ``suite``; returns the result rows."""
+    run_root = expand(suite.run_dir)
+    acc = pipeline.make_accelerator(load_config(None))
+    rows: List[Dict[str, Any]] = []
+    per_episode: Dict[str, Dict[str, np.ndarray]] = {}
+    trained = 0
+    for ds in suite.datasets:
+        for spec in suite.methods:
+            cfg = method_config(suite, spec, ds, run_root)
+            done = pipeline.is_done(cfg)
+            if not done and max_methods is not None and trained >= max_methods:
+                log(f"[suite] stopping before {spec.name}: budget of {max_methods} trained method(s) reached")
+                return rows
+            log(f"[suite] {ds.name} / {spec.name}: " + ("reusing finished checkpoint" if done else "training"))
+            t0 = time.time()
+            data = build_fewshot(cfg.data, seed=cfg.seed)
+            method = pipeline.train(cfg, data=data, accelerator=acc)
+            trained += 0 if done else 1
+            train_s = time.time() - t0
+            for ways, shots in suite.settings:
+                test_cfg = dataclasses.replace(cfg.data, ways=ways, shots=shots, queries=suite.queries,
+                                               test_episodes=suite.test_episodes, episode_seed=suite.episode_seed)
+                tasks = build_fewshot(test_cfg, seed=suite.episode_seed).test_tasks
+                cache = expand(cfg.run_dir) / f"eval-{ways}w{shots}s-{suite.test_episodes}ep-seed{suite.episode_seed}.json"
+                accs = _evaluate_cached(method, cfg, tasks, ways, shots, suite.queries, acc, cache)
+                mean, ci = mean_ci(accs)
+                key = f"{ds.name}|{ways}|{shots}"
+                per_episode.setdefault(key, {})[spec.name] = accs
+                rows.append({"method": spec.name, "dataset": ds.name, "ways": ways, "shots": shots,
+                             "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": round(train_s, 1),
+                             "classifier": pipeline.classifier_for(cfg)})
+                log(f"[suite]   {ways}-way {shots}-shot: {100 * mean:.2f} +- {100 * ci:.2f}")
+    if acc.is_main_process:
+        write_results(rows, run_root, name="results")
+        plot_results(rows, run_root / "results.png")
+        if suite.reference:
+            paired = []
+            for key, by_method in per_episode.items():
+                dataset, ways, shots = key.split("|")
+                ref = by_method.get(suite.reference)
+                for name, accs in by_method.items():
+                    if ref is None or name == suite.reference:
+                        continue
+                    diff, ci = paired_difference(accs, ref)
+                    paired.append({"method": f"{name} - {suite.reference}", "dataset": dataset, "ways": int(ways),
+                                   "shots": int(shots), "episodes": len(accs), "acc": diff, "ci95": ci})
+            if paired:
+                write_results(paired, run_root, name="paired")
+    return rows

@@ -1,0 +1,115 @@
+"""Command-line entry points: ``scl-train``, ``scl-eval``, ``scl-bench``.
+
+Each takes a YAML file and ``key=value`` overrides. Known failures (bad config, missing
+data, unusable checkpoint, diverged training) print one line ``error: <cause and fix>`` and
+exit with a non-zero code instead of a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, List, Optional
+
+EXIT_CONFIG, EXIT_RUNTIME = 2, 1
+
+
+def _known_errors():
+    from .config import ConfigError
+    from .data import DataError
+    from .training import CheckpointError, TrainingError
+    return (ConfigError, DataError, CheckpointError, TrainingError, FileNotFoundError)
+
+
+def _run(fn: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    try:
+        fn(args)
+    except KeyboardInterrupt:
+        print("interrupted: checkpoints so far are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except _known_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_RUNTIME
+    return 0
+
+
+def _parser(prog: str, description: str, target: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                epilog="Overrides use dotted keys, e.g. train.epochs=5 data.shots=5 "
+                                       "model.name=resnet12. See configs/ and scl_plugin/config.py.")
+    p.add_argument(target, help=f"{target.replace('_', ' ')}")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    return p
+
+
+# ----------------------------------------------------------------------------- train
+def _train(args: argparse.Namespace) -> None:
+    from . import pipeline
+    from .config import load_config
+    cfg = load_config(args.config, args.overrides)
+    pipeline.train(cfg, resume=not args.no_resume)
+    print(f"trained {cfg.method}: checkpoints in {cfg.run_dir}")
+
+
+def train_main(argv: Optional[List[str]] = None) -> int:
+    p = _parser("scl-train", "Train one method (SCL, CE, ProtoNet, MAML, ...) from a config.", "config")
+    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in run_dir and start over")
+    return _run(_train, p.parse_args(argv))
+
+
+# ----------------------------------------------------------------------------- eval
+def _eval(args: argparse.Namespace) -> None:
+    from . import pipeline
+    from .config import config_from_dict, to_dict
+    from .data import build_fewshot
+    from .evaluation import format_table, mean_ci
+    method, cfg = pipeline.load_trained(args.run_dir)
+    if args.overrides:
+        from omegaconf import OmegaConf
+        merged = OmegaConf.merge(OmegaConf.create(to_dict(cfg)), OmegaConf.from_dotlist(args.overrides))
+        cfg = config_from_dict(OmegaConf.to_container(merged))
+    data = build_fewshot(cfg.data, seed=cfg.seed)
+    d = cfg.data
+    accs = pipeline.evaluate(method, cfg, data.test_tasks, d.ways, d.shots, d.queries)
+    mean, ci = mean_ci(accs)
+    print(format_table([{"method": cfg.method, "dataset": d.test_dataset or d.dataset, "ways": d.ways,
+                         "shots": d.shots, "episodes": len(accs), "acc": mean, "ci95": ci}]))
+
+
+def eval_main(argv: Optional[List[str]] = None) -> int:
+    p = _parser("scl-eval", "Evaluate a trained run on seeded test episodes (mean accuracy, 95% CI).", "run_dir")
+    return _run(_eval, p.parse_args(argv))
+
+
+# ----------------------------------------------------------------------------- bench
+def _bench(args: argparse.Namespace) -> None:
+    from .bench import load_suite, run_suite
+    from .evaluation import format_table
+    suite = load_suite(args.suite, args.overrides)
+    rows = run_suite(suite, max_methods=args.max_methods)
+    if rows:
+        print()
+        print(format_table(rows))
+        print(f"\nresults: {suite.run_dir}/results.md (.csv, .json, .png)")
+
+
+def bench_main(argv: Optional[List[str]] = None) -> int:
+    p = _parser("scl-bench", "Run a benchmark suite: train every method, evaluate all on the same "
+                             "episodes, write a table and a plot.", "suite")
+    p.add_argument("--max-methods", type=int, default=None,
+                   help="train at most this many methods, then stop (rerun to continue)")
+    return _run(_bench, p.parse_args(argv))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"train": train_main, "eval": eval_main, "bench": bench_main}
+    if not argv or argv[0] not in commands:
+        print("usage: python -m scl_plugin.cli {train,eval,bench} ... (or scl-train / scl-eval / scl-bench)",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Glue from a :class:`~scl_plugin.config.Config` to a trained, evaluated method.
+
+``train(cfg)`` builds data, backbone and method, runs the shared training loop (resuming
+from ``cfg.run_dir`` when checkpoints exist, skipping entirely when ``final.pt`` does) and
+returns the trained module. ``evaluate(module, method, tasks, cfg)`` scores it on episodes.
+Every method goes through these two functions; nothing here is method-specific beyond
+choosing the loss module, the batch source and the few-shot classifier.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from .algorithms import SCL, Distiller, MAMLMethod, ProtoNet
+from .backbones import create_backbone
+from .config import Config, load_config, to_dict, to_yaml
+from .data import FewShotData, build_fewshot
+from .evaluation import evaluate as evaluate_episodes
+from .training import FlatBatches, EpisodeBatches, Trainer, load_checkpoint
+from .utils import atomic_write_text, expand, seed_everything
+
+EPISODIC = ("protonet", "scl_protonet", "maml", "fomaml")
+DEFAULT_CLASSIFIER = {"ce": "logreg", "scl": "logreg", "protonet": "proto_euclidean",
+                      "scl_protonet": "proto_euclidean", "maml": "native", "fomaml": "native"}
+
+
+def classifier_for(cfg: Config) -> str:
+    return DEFAULT_CLASSIFIER[cfg.method] if cfg.eval.classifier == "auto" else cfg.eval.classifier
+
+
+def make_accelerator(cfg: Config) -> Accelerator:
+    return Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum)
+
+
+# ----------------------------------------------------------------------------- building
+def build_method(cfg: Config, data: FewShotData, *, gather: bool = False) -> nn.Module:
+    backbone = create_backbone(cfg.model, in_chans=data.channels, image_size=data.image_size)
+    d, e = cfg.data, cfg.episodic
+    if cfg.method in ("ce", "scl"):
+        loss = cfg.loss if cfg.method == "scl" else dataclasses.replace(cfg.loss, lambda_global=0.0, lambda_spatial=0.0)
+        return SCL(backbone, data.num_classes, loss, gather=gather)
+    if cfg.method in ("protonet", "scl_protonet"):
+        if cfg.method == "scl_protonet":
+            if not e.init_from:
+                raise ValueError("method scl_protonet needs episodic.init_from=<SCL run dir or checkpoint>")
+            init_backbone(backbone, e.init_from)
+        return ProtoNet(backbone, d.ways, d.shots, d.queries, e.distance)
+    return MAMLMethod(backbone, d.ways, d.shots, d.queries, e.inner_lr, e.inner_steps, e.eval_inner_steps,
+                      first_order=cfg.method == "fomaml")
+
+
+def _final_checkpoint(path: Any) -> Path:
+    path = expand(path)
+    if path.is_dir():
+        for name in ("distill-final.pt", "final.pt"):
+            hits = sorted(path.rglob(name))
+            if hits:
+                return hits[-1]
+        raise FileNotFoundError(f"no final checkpoint under {path}: train that run first")
+    return path
+
+
+def init_backbone(backbone: nn.Module, source: Any) -> None:
+    """Copy backbone weights from an SCL/CE/ProtoNet checkpoint (file or run dir)."""
+    state = load_checkpoint(_final_checkpoint(source))["model"]
+    prefix = next((p for p in ("backbone.", "student.backbone.", "maml.module.backbone.")
+                   if any(k.startswith(p) for k in state)), None)
+    if prefix is None:
+        raise ValueError(f"{source}: checkpoint has no backbone weights")
+    backbone.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+
+def _validator(cfg: Config, data: FewShotData) -> Optional[Callable[[nn.Module], float]]:
+    if not cfg.train.validate or data.val_tasks is None or cfg.data.val_episodes <= 0:
+        return None
+    episodes = [data.val_tasks[i] for i in range(min(cfg.data.val_episodes, len(data.val_tasks)))]
+
+    def validate(module: nn.Module) -> float:
+        accs = evaluate_episodes(module.backbone, episodes, cfg.data.ways, cfg.data.shots, cfg.data.queries,
+                                 classifier="proto_cosine", progress=False)
+        return float(np.mean(accs))
+    return validate
+
+
+# ----------------------------------------------------------------------------- training
+def train(cfg: Config, data: Optional[FewShotData] = None, accelerator: Optional[Accelerator] = None,
+          resume: bool = True) -> nn.Module:
+    """Train ``cfg.method`` into ``cfg.run_dir`` (resumable; a finished run is just loaded)."""
+    seed_everything(cfg.seed, cfg.train.deterministic)
+    acc = accelerator or make_accelerator(cfg)
+    data = data or build_fewshot(cfg.data, seed=cfg.seed)
+    run_dir = expand(cfg.run_dir)
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    if cfg.method in ("ce", "scl") and cfg.distill.teacher:
+        teacher, _ = load_trained(cfg.distill.teacher, data)
+        return _distill(cfg, data, teacher, acc, _validator(cfg, data), resume)
+    method = build_method(cfg, data, gather=acc.num_processes > 1)
+    meta = {"method": cfg.method, "backbone": cfg.model.name, "num_classes": data.num_classes}
+    validate = _validator(cfg, data)
+    final = run_dir / "train" / "final.pt"
+    if final.exists() and resume:
+        method.load_state_dict(load_checkpoint(final, expect=meta)["model"])
+    elif cfg.method in EPISODIC:
+        e = cfg.episodic
+        steps = min(100, e.meta_iterations)
+        tcfg = dataclasses.replace(cfg.train, optimizer="adam", lr=e.meta_lr, weight_decay=0.0,
+                                   schedule="constant")
+        trainer = Trainer(method, tcfg, run_dir / "train", epochs=math.ceil(e.meta_iterations / steps),
+                          accelerator=acc, validate=validate, meta=meta, config=to_dict(cfg), desc=cfg.method)
+        trainer.fit(EpisodeBatches(data.train_tasks, e.meta_batch_size, steps), steps, resume=resume)
+    else:
+        two = method.needs_two_views
+        batches = FlatBatches(data.pretrain_set(two_view=two), cfg.data.batch_size, cfg.seed, cfg.data.num_workers)
+        trainer = Trainer(method, cfg.train, run_dir / "train", epochs=cfg.train.epochs, accelerator=acc,
+                          validate=validate, meta=meta, config=to_dict(cfg), desc=cfg.method)
+        trainer.fit(batches, batches.steps_per_epoch, resume=resume)
+    if cfg.method in ("ce", "scl"):
+        method = _distill(cfg, data, method, acc, validate, resume)
+    return method
+
+
+def final_checkpoints(cfg: Config) -> list:
+    """The files whose presence means ``cfg``'s training is complete."""
+    run_dir = expand(cfg.run_dir)
+    files = [] if (cfg.method in ("ce", "scl") and cfg.distill.teacher) else [run_dir / "train" / "final.pt"]
+    if cfg.method in ("ce", "scl"):
+        files += [run_dir / f"distill-{g}" / "final.pt" for g in range(1, cfg.distill.generations + 1)]
+    return files
+
+
+def is_done(cfg: Config) -> bool:
+    return all(p.exists() for p in final_checkpoints(cfg))
+
+
+def _distill(cfg: Config, data: FewShotData, teacher: SCL, acc: Accelerator, validate, resume: bool) -> nn.Module:
+    run_dir, d = expand(cfg.run_dir), cfg.distill
+    for g in range(1, d.generations + 1):
+        module = Distiller.from_teacher(teacher, d)
+        tcfg = dataclasses.replace(cfg.train, epochs=d.epochs, lr=d.lr)
+        ckpt_dir = run_dir / f"distill-{g}"
+        meta = {"method": f"{cfg.method}-distill", "backbone": cfg.model.name, "num_classes": data.num_classes}
+        final = ckpt_dir / "final.pt"
+        if final.exists() and resume:
+            module.load_state_dict(load_checkpoint(final, expect=meta)["model"])
+        else:
+            batches = FlatBatches(data.pretrain_set(two_view=teacher.needs_two_views), cfg.data.batch_size,
+                                  cfg.seed + g, cfg.data.num_workers)
+            trainer = Trainer(module, tcfg, ckpt_dir, epochs=d.epochs, accelerator=acc, validate=validate,
+                              meta=meta, config=to_dict(cfg), desc=f"distill g{g}",
+                              parameters=module.student.parameters())
+            trainer.fit(batches, batches.steps_per_epoch, resume=resume)
+        teacher = module.student
+    return teacher
+
+
+def load_trained(run_dir: Any, data: Optional[FewShotData] = None) -> Tuple[nn.Module, Config]:
+    """Rebuild a trained method from its run directory (``config.yaml`` + final checkpoints)."""
+    run_dir = expand(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    data = data or build_fewshot(cfg.data, seed=cfg.seed)
+    if cfg.method in ("ce", "scl") and cfg.distill.teacher:
+        method, _ = load_trained(cfg.distill.teacher, data)
+    else:
+        method = build_method(cfg, data)
+        method.load_state_dict(load_checkpoint(run_dir / "train" / "final.pt")["model"])
+    if cfg.method in ("ce", "scl"):
+        for g in range(1, cfg.distill.generations + 1):
+            module = Distiller.from_teacher(method, cfg.distill)
+            module.load_state_dict(load_checkpoint(run_dir / f"distill-{g}" / "final.pt")["model"])
+            method = module.student
+    return method, cfg
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate(method: nn.Module, cfg: Config, tasks: Any, ways: int, shots: int, queries: int,
+             indices: Optional[np.ndarray] = None, progress: bool = True) -> np.ndarray:
+    """Per-episode accuracies of ``method`` on ``tasks`` with the configured classifier."""
+    clf = classifier_for(cfg)
+    method.eval()
+    if clf == "native":
+        return evaluate_episodes(method.adapt, tasks, ways, shots, queries, classifier="native",
+                                 indices=indices, progress=progress)
+    return evaluate_episodes(method.backbone, tasks, ways, shots, queries, classifier=clf, flip=cfg.eval.flip,
+                             batch_episodes=cfg.eval.batch_episodes, C=cfg.eval.C, indices=indices,
+                             progress=progress)
