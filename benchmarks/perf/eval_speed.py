@@ -66,7 +66,8 @@ def main() -> None:
     agree = float((pred_t == pred_s).double().mean())
     speedup = t_sklearn / t_torch
     print(f"episodes: {EPISODES} x {WAYS}-way {SHOTS}-shot {QUERIES}-query, d={DIM}, "
-          f"torch threads={torch.get_num_threads()}, cpus={os.cpu_count()}")
+          f"torch threads={torch.get_num_threads()} (solver: 1), cpus={os.cpu_count()}, "
+          f"load avg {os.getloadavg()[0]:.2f} (other processes slow sklearn more than torch)")
     print(f"torch batched LR : {t_torch:8.3f} s   acc {100 * m_t:.2f} ± {100 * ci_t:.2f} %")
     print(f"sklearn per ep.  : {t_sklearn:8.3f} s   acc {100 * m_s:.2f} ± {100 * ci_s:.2f} %")
     print(f"speedup {speedup:.1f}x, prediction agreement {100 * agree:.2f} %, "
@@ -75,7 +76,8 @@ def main() -> None:
               "dim": DIM, "time_torch_s": t_torch, "time_sklearn_s": t_sklearn,
               "speedup": speedup, "acc_torch": m_t, "acc_sklearn": m_s,
               "ci95_torch": ci_t, "ci95_sklearn": ci_s, "prediction_agreement": agree,
-              "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+              "torch_threads": torch.get_num_threads(), "solver_threads": 1,
+              "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0]}
     atomic_write_json(Path(__file__).resolve().parent / "results" / "eval_speed.json", result)
     print(json.dumps(result))
 

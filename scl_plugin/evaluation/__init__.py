@@ -8,7 +8,8 @@ Typical use::
 from .classifiers import CLASSIFIERS, classify, proto_cosine, proto_euclidean, prototypes
 from .episodes import evaluate, split_episode
 from .features import extract_features
-from .logreg import (BatchedLogisticRegression, fit_logreg, logreg_objective, predict,
+from .logreg import (BatchedLogisticRegression, fit_logreg, fit_logreg_gram, fit_predict_logreg,
+                     logreg_objective, predict,
                      sklearn_logreg_fit, sklearn_logreg_predict)
 from .report import format_table, paired_table, plot_results, write_results
 from .stats import mean_ci, paired_difference
@@ -16,7 +17,8 @@ from .stats import mean_ci, paired_difference
 __all__ = [
     "CLASSIFIERS", "classify", "proto_cosine", "proto_euclidean", "prototypes",
     "evaluate", "split_episode", "extract_features",
-    "BatchedLogisticRegression", "fit_logreg", "logreg_objective", "predict",
+    "BatchedLogisticRegression", "fit_logreg", "fit_logreg_gram", "fit_predict_logreg",
+    "logreg_objective", "predict",
     "sklearn_logreg_fit", "sklearn_logreg_predict",
     "format_table", "paired_table", "plot_results", "write_results",
     "mean_ci", "paired_difference",

@@ -34,11 +34,22 @@ else: at the optimum W = Q Z where Q (d x r, r = rank <= S) is an orthonormal ba
 that row space (representer theorem). Taking Q from the Cholesky factor of the S x S
 Gram matrix ``X X^T = L L^T`` (``Q = X^T L^-T``; eigendecomposition if singular), the
 problem becomes *exactly* the same logistic regression on the r-dimensional features
-``F = X Q = L`` with penalty ``||Z||^2 = ||W||^2``. For 5-way 5-shot that is 26 x 5 = 130 unknowns per
-episode, so a batched dense Newton step (Hessian build + Cholesky) is cheap, and Newton
-converges quadratically: a handful of iterations reach the optimum to near machine
-precision in float64, tighter than scikit-learn's lbfgs at tol=1e-4. (We chose this over a
-batched L-BFGS, which would need hundreds of iterations of per-episode line searches.)
+``F = X Q = L`` with penalty ``||Z||^2 = ||W||^2``. For 5-way 5-shot that is
+(25 + 1) x 4 = 104 unknowns per episode instead of 3205.
+
+On that small problem we run Newton's method, which converges in 3-5 iterations to far
+below scikit-learn's tolerance (we chose it over a batched L-BFGS, which needs tens to
+hundreds of iterations with per-episode line searches). Two variants:
+
+* ``solver="newton-cg"`` (default): each Newton system is solved by Jacobi-preconditioned
+  conjugate gradients with Hessian-vector products, i.e. a few tiny batched matmuls, so
+  no Hessian is formed; fastest on CPU (~20x scikit-learn on 2 cores, see
+  ``benchmarks/perf/eval_speed.py``).
+* ``solver="newton"``: dense Hessian build + batched LU/Cholesky; exact steps, kept as a
+  cross-check and for GPUs, where large batched factorisations are cheap.
+
+Queries need no d-dimensional W either: ``fit_predict_logreg`` scores them through their
+inner products with the support points (``W = X^T M``, logits ``Xq X^T M + b``).
 
 Details: a backtracking (Armijo) line search makes Newton globally convergent on this
 strictly convex problem. For K >= 3 the class dimension is restricted to the sum-zero
@@ -48,15 +59,36 @@ as lbfgs started at zero keeps them).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import contextlib
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
 __all__ = [
-    "fit_logreg", "fit_logreg_gram", "fit_predict_logreg", "predict", "decision_function", "logreg_objective",
+    "fit_logreg", "fit_logreg_gram", "fit_predict_logreg", "predict", "decision_function",
+    "logreg_objective",
     "BatchedLogisticRegression", "sklearn_logreg_fit", "sklearn_logreg_predict",
 ]
+
+@contextlib.contextmanager
+def _torch_threads(n: Optional[int]):
+    """Temporarily set torch's intra-op thread count (None: leave it alone).
+
+    The Newton-CG loop is hundreds of tiny ops; with 2+ OpenMP threads each op waits for
+    every thread, and when another process holds a core a pass measured ~60x slower
+    (10 s instead of 0.17 s for 1,000 episodes). One thread loses little when the machine
+    is idle and keeps the solver predictable on a shared one.
+    """
+    old = torch.get_num_threads()
+    if n is not None and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
 
 # Cap on the working memory of one Newton batch (bytes); episodes are solved in chunks.
 _WORK_BYTES = 512 * 2**20
@@ -268,7 +300,7 @@ def _newton_cg(F: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, C: float,
     return theta
 
 
-def fit_logreg(X, y, num_classes: int, C: float = 1.0, max_iter: int = 1000,
+def _fit_logreg_impl(X, y, num_classes: int, C: float = 1.0, max_iter: int = 1000,
                tol: float = 1e-4, dtype: torch.dtype = torch.float64,
                hessian_dtype: torch.dtype = torch.float32, solver: str = "newton-cg"
                ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -297,19 +329,21 @@ def fit_logreg(X, y, num_classes: int, C: float = 1.0, max_iter: int = 1000,
     X = _as_tensor(X, dtype)
     y = _as_tensor(y).long().to(X.device)
     if X.dim() != 3 or y.shape != X.shape[:2]:
-        raise ValueError(f"expected X (E,S,d) and y (E,S), got {tuple(X.shape)} and {tuple(y.shape)}")
+        raise ValueError(f"expected X (E,S,d) and y (E,S), got {tuple(X.shape)} and "
+                         f"{tuple(y.shape)}")
     if C <= 0:
         raise ValueError(f"C must be > 0, got {C}")
     E, S, d = X.shape
     if d > S:
-        M, b = fit_logreg_gram(X @ X.transpose(1, 2), y, num_classes, C=C, max_iter=max_iter,
-                               tol=tol, hessian_dtype=hessian_dtype, solver=solver)
+        M, b = _fit_logreg_gram_impl(X @ X.transpose(1, 2), y, num_classes, C=C,
+                                     max_iter=max_iter, tol=tol, hessian_dtype=hessian_dtype,
+                                     solver=solver)
         return X.transpose(1, 2) @ M, b
     Y = torch.nn.functional.one_hot(y, int(num_classes)).to(dtype)
-    return _solve(X, Y, None, float(C), max_iter, tol, hessian_dtype, solver)
+    return _solve(X, Y, float(C), max_iter, tol, hessian_dtype, solver)
 
 
-def fit_logreg_gram(G, y, num_classes: int, C: float = 1.0, max_iter: int = 1000,
+def _fit_logreg_gram_impl(G, y, num_classes: int, C: float = 1.0, max_iter: int = 1000,
                     tol: float = 1e-4, hessian_dtype: torch.dtype = torch.float32,
                     solver: str = "newton-cg") -> Tuple[torch.Tensor, torch.Tensor]:
     """:func:`fit_logreg` from the support Gram matrices ``G = X X^T`` (E, S, S) alone.
@@ -346,11 +380,11 @@ def fit_logreg_gram(G, y, num_classes: int, C: float = 1.0, max_iter: int = 1000
         inv_sqrt = torch.where(keep, 1.0 / sqrt_lam.clamp_min(torch.finfo(dtype).tiny),
                                torch.zeros_like(sqrt_lam))
         to_dual[bad] = U * inv_sqrt.unsqueeze(1)
-    Z, b = _solve(F, Y, None, float(C), max_iter, tol, hessian_dtype, solver)
+    Z, b = _solve(F, Y, float(C), max_iter, tol, hessian_dtype, solver)
     return to_dual @ Z, b
 
 
-def _solve(F, Y, _unused, C, max_iter, tol, hessian_dtype, solver):
+def _solve(F, Y, C, max_iter, tol, hessian_dtype, solver):
     """Solve the reduced problem on features F (E, S, r); returns (Z (E, r, K), b (E, K))."""
     E, S, r = F.shape
     K = Y.shape[-1]
@@ -374,7 +408,7 @@ def _solve(F, Y, _unused, C, max_iter, tol, hessian_dtype, solver):
     return theta[:, :-1] @ P.T, theta[:, -1] @ P.T                      # (E, r, K), (E, K)
 
 
-def fit_predict_logreg(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_iter: int = 1000,
+def _fit_predict_logreg_impl(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_iter: int = 1000,
                        tol: float = 1e-4, dtype: torch.dtype = torch.float64,
                        solver: str = "newton-cg") -> torch.Tensor:
     """Fit on (Xs, ys) and predict Xq, per episode: labels (E, Q). Same result as
@@ -384,7 +418,7 @@ def fit_predict_logreg(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_iter: i
     Xs, Xq = _as_tensor(Xs), _as_tensor(Xq)
     E, S, d = Xs.shape
     if d <= S:
-        W, b = fit_logreg(Xs, ys, num_classes, C=C, max_iter=max_iter, tol=tol, dtype=dtype,
+        W, b = _fit_logreg_impl(Xs, ys, num_classes, C=C, max_iter=max_iter, tol=tol, dtype=dtype,
                           solver=solver)
         return predict(Xq, W, b)
     # Inner products in the features' own precision (for float32 features a relative error
@@ -393,8 +427,46 @@ def fit_predict_logreg(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_iter: i
     Xq = Xq.to(Xs.device, Xs.dtype)
     G = (Xs @ Xs.transpose(1, 2)).to(dtype)
     Kq = (Xq @ Xs.transpose(1, 2)).to(dtype)                             # (E, Q, S)
-    M, b = fit_logreg_gram(G, ys, num_classes, C=C, max_iter=max_iter, tol=tol, solver=solver)
+    M, b = _fit_logreg_gram_impl(G, ys, num_classes, C=C, max_iter=max_iter, tol=tol, solver=solver)
     return (Kq @ M + b.unsqueeze(1)).argmax(dim=-1)
+
+
+def _threads_for(*tensors) -> Optional[int]:
+    """One thread for CPU work (see :func:`_torch_threads`), unchanged on accelerators."""
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.device.type != "cpu":
+            return None
+    return 1
+
+
+def fit_logreg(X, y, num_classes: int, C: float = 1.0, max_iter: int = 1000,
+               tol: float = 1e-4, dtype: torch.dtype = torch.float64,
+               hessian_dtype: torch.dtype = torch.float32, solver: str = "newton-cg"
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+    with _torch_threads(_threads_for(X)):
+        return _fit_logreg_impl(X, y, num_classes, C=C, max_iter=max_iter, tol=tol, dtype=dtype,
+                                hessian_dtype=hessian_dtype, solver=solver)
+
+
+def fit_logreg_gram(G, y, num_classes: int, C: float = 1.0, max_iter: int = 1000,
+                    tol: float = 1e-4, hessian_dtype: torch.dtype = torch.float32,
+                    solver: str = "newton-cg") -> Tuple[torch.Tensor, torch.Tensor]:
+    with _torch_threads(_threads_for(G)):
+        return _fit_logreg_gram_impl(G, y, num_classes, C=C, max_iter=max_iter, tol=tol,
+                                     hessian_dtype=hessian_dtype, solver=solver)
+
+
+def fit_predict_logreg(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_iter: int = 1000,
+                       tol: float = 1e-4, dtype: torch.dtype = torch.float64,
+                       solver: str = "newton-cg") -> torch.Tensor:
+    with _torch_threads(_threads_for(Xs)):
+        return _fit_predict_logreg_impl(Xs, ys, Xq, num_classes, C=C, max_iter=max_iter,
+                                        tol=tol, dtype=dtype, solver=solver)
+
+
+fit_logreg.__doc__ = _fit_logreg_impl.__doc__
+fit_logreg_gram.__doc__ = _fit_logreg_gram_impl.__doc__
+fit_predict_logreg.__doc__ = _fit_predict_logreg_impl.__doc__
 
 
 def decision_function(X, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
