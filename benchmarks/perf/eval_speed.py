@@ -55,9 +55,13 @@ def main() -> None:
                                      WAYS) for i in range(0, EPISODES, 100)])
         times.append(time.perf_counter() - t0)
     t_torch = float(np.median(times))
-    t0 = time.perf_counter()
-    pred_s = classify("logreg_sklearn", Xs, ys, Xq, WAYS)
-    t_sklearn = time.perf_counter() - t0
+    # scikit-learn with single-threaded BLAS too: its tiny per-episode problems gain nothing
+    # from threads, and this is its fastest and most stable setting on a shared machine.
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):
+        t0 = time.perf_counter()
+        pred_s = classify("logreg_sklearn", Xs, ys, Xq, WAYS)
+        t_sklearn = time.perf_counter() - t0
 
     acc_t = (pred_t == yq).double().mean(dim=1).numpy()
     acc_s = (pred_s == yq).double().mean(dim=1).numpy()
