@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+import torch
 
 from . import pipeline
-from .config import Config, ConfigError, _error_text, _read_yaml, load_config
-from .data import build_fewshot
+from .config import Config, ConfigError, load_config, load_structured
+from .data import build_fewshot, load_omniglot_challenge
+from .evaluation import evaluate as evaluate_episodes
 from .evaluation import mean_ci, paired_difference, plot_results, write_results
 from .utils import atomic_write_json, expand
 
@@ -60,20 +59,15 @@ class SuiteConfig:
     test_episodes: int = 600
     episode_seed: int = 0
     reference: Optional[str] = None                          # method for paired differences
+    # Also score Lake et al.'s 20-run one-shot challenge (datasets named omniglot*): error rate
+    # of 20-way 1-shot classification with the answer key, reported as dataset "omniglot-challenge".
+    challenge: bool = False
     methods: List[MethodSpec] = field(default_factory=list)
 
 
 def load_suite(path: Any, overrides: Sequence[str] = ()) -> SuiteConfig:
     path = Path(path)
-    try:
-        conf = OmegaConf.merge(OmegaConf.structured(SuiteConfig), _read_yaml(path))
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} is not of the form key=value")
-            conf = OmegaConf.merge(conf, OmegaConf.from_dotlist([item]))
-        suite = OmegaConf.to_object(conf)
-    except OmegaConfBaseException as e:
-        raise ConfigError("suite " + _error_text(e)) from None
+    suite = load_structured(SuiteConfig, path, overrides, what="suite")
     if not suite.methods:
         raise ConfigError(f"suite {path}: 'methods' is empty")
     names = [m.name for m in suite.methods]
@@ -120,6 +114,21 @@ def _evaluate_cached(method, cfg: Config, tasks, ways: int, shots: int, queries:
     return accs
 
 
+def challenge_accuracies(method, cfg: Config) -> np.ndarray:
+    """Per-run accuracy on the 20 runs of the Omniglot one-shot challenge (answer key order)."""
+    runs = load_omniglot_challenge(cfg.data.root, cfg.data.image_size, cfg.data.cache_dir)
+    episodes = [(torch.cat([r.support_x, r.query_x]), torch.cat([r.support_y, r.query_y])) for r in runs]
+    n_support = runs[0].support_x.shape[0]
+
+    def split(x, y, ways, shots, queries):   # support = the 20 training images, query = the 20 test items
+        return x[:n_support], y[:n_support], x[n_support:], y[n_support:]
+    clf = pipeline.classifier_for(cfg)
+    method.eval()
+    model = method.adapt if clf == "native" else method.backbone
+    return evaluate_episodes(model, episodes, n_support, 1, None, classifier=clf, split=split, progress=False,
+                             C=cfg.eval.C)
+
+
 def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print) -> List[Dict[str, Any]]:
     """Train and evaluate every method of ``suite``; returns the result rows."""
     run_root = expand(suite.run_dir)
@@ -135,11 +144,10 @@ def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print) 
                 log(f"[suite] stopping before {spec.name}: budget of {max_methods} trained method(s) reached")
                 return rows
             log(f"[suite] {ds.name} / {spec.name}: " + ("reusing finished checkpoint" if done else "training"))
-            t0 = time.time()
             data = build_fewshot(cfg.data, seed=cfg.seed)
             method = pipeline.train(cfg, data=data, accelerator=acc)
             trained += 0 if done else 1
-            train_s = time.time() - t0
+            train_s = pipeline.train_seconds(cfg)
             for ways, shots in suite.settings:
                 test_cfg = dataclasses.replace(cfg.data, ways=ways, shots=shots, queries=suite.queries,
                                                test_episodes=suite.test_episodes, episode_seed=suite.episode_seed)
@@ -150,9 +158,23 @@ def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print) 
                 key = f"{ds.name}|{ways}|{shots}"
                 per_episode.setdefault(key, {})[spec.name] = accs
                 rows.append({"method": spec.name, "dataset": ds.name, "ways": ways, "shots": shots,
-                             "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": round(train_s, 1),
+                             "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": train_s,
                              "classifier": pipeline.classifier_for(cfg)})
                 log(f"[suite]   {ways}-way {shots}-shot: {100 * mean:.2f} +- {100 * ci:.2f}")
+            if suite.challenge and ds.name.startswith("omniglot"):
+                cache = expand(cfg.run_dir) / "eval-challenge.json"
+                if cache.exists():
+                    accs = np.asarray(json.loads(cache.read_text())["accuracies"])
+                else:
+                    accs = challenge_accuracies(method, cfg)
+                    if acc.is_main_process:
+                        atomic_write_json(cache, {"runs": len(accs), "accuracies": accs.tolist()})
+                mean, ci = mean_ci(accs)
+                per_episode.setdefault("omniglot-challenge|20|1", {})[spec.name] = accs
+                rows.append({"method": spec.name, "dataset": "omniglot-challenge", "ways": 20, "shots": 1,
+                             "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": train_s,
+                             "classifier": pipeline.classifier_for(cfg), "error_pct": round(100 * (1 - mean), 2)})
+                log(f"[suite]   one-shot challenge (20 runs): error {100 * (1 - mean):.2f}%")
     if acc.is_main_process:
         write_results(rows, run_root, name="results")
         plot_results(rows, run_root / "results.png")

@@ -219,9 +219,10 @@ def _check_values(cfg: Config) -> None:
                           f"allowed: {', '.join(DATASETS)}")
 
 
-def load_config(path: Optional[os.PathLike] = None, overrides: Sequence[str] = ()) -> Config:
-    """Build a validated :class:`Config` from a YAML file and ``key=value`` overrides."""
-    schema = OmegaConf.structured(Config)
+def load_structured(schema_cls: type, path: Optional[os.PathLike] = None, overrides: Sequence[str] = (),
+                    what: str = "config") -> Any:
+    """Merge a YAML file (with ``_base_``) and ``key=value`` overrides onto a dataclass schema."""
+    schema = OmegaConf.structured(schema_cls)
     try:
         if path is not None:
             schema = OmegaConf.merge(schema, _read_yaml(Path(path)))
@@ -229,9 +230,15 @@ def load_config(path: Optional[os.PathLike] = None, overrides: Sequence[str] = (
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
             schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))
-        cfg = OmegaConf.to_object(schema)
+        return OmegaConf.to_object(schema)
     except OmegaConfBaseException as e:
-        raise ConfigError(_error_text(e)) from None
+        msg = _error_text(e)
+        raise ConfigError(msg if what == "config" else f"{what} {msg}") from None
+
+
+def load_config(path: Optional[os.PathLike] = None, overrides: Sequence[str] = ()) -> Config:
+    """Build a validated :class:`Config` from a YAML file and ``key=value`` overrides."""
+    cfg = load_structured(Config, path, overrides)
     _check_choices(cfg)
     _check_values(cfg)
     return cfg

@@ -9,7 +9,9 @@ choosing the loss module, the batch source and the few-shot classifier.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -24,7 +26,7 @@ from .config import Config, load_config, to_dict, to_yaml
 from .data import FewShotData, build_fewshot
 from .evaluation import evaluate as evaluate_episodes
 from .training import FlatBatches, EpisodeBatches, Trainer, load_checkpoint
-from .utils import atomic_write_text, expand, seed_everything
+from .utils import atomic_write_json, atomic_write_text, expand, seed_everything
 
 EPISODIC = ("protonet", "scl_protonet", "maml", "fomaml")
 DEFAULT_CLASSIFIER = {"ce": "logreg", "scl": "logreg", "protonet": "proto_euclidean",
@@ -92,7 +94,26 @@ def _validator(cfg: Config, data: FewShotData) -> Optional[Callable[[nn.Module],
 # ----------------------------------------------------------------------------- training
 def train(cfg: Config, data: Optional[FewShotData] = None, accelerator: Optional[Accelerator] = None,
           resume: bool = True) -> nn.Module:
-    """Train ``cfg.method`` into ``cfg.run_dir`` (resumable; a finished run is just loaded)."""
+    """Train ``cfg.method`` into ``cfg.run_dir`` (resumable; a finished run is just loaded).
+
+    The wall time of the call that finishes training is kept in ``run_dir/train_time.json``.
+    """
+    t0 = time.time()
+    done = is_done(cfg) and resume
+    method = _train(cfg, data, accelerator, resume)
+    run_dir = expand(cfg.run_dir)
+    if not done and is_done(cfg) and (accelerator is None or accelerator.is_main_process):
+        atomic_write_json(run_dir / "train_time.json", {"seconds": round(time.time() - t0, 1)})
+    return method
+
+
+def train_seconds(cfg: Config) -> Optional[float]:
+    path = expand(cfg.run_dir) / "train_time.json"
+    return json.loads(path.read_text())["seconds"] if path.exists() else None
+
+
+def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accelerator],
+           resume: bool) -> nn.Module:
     seed_everything(cfg.seed, cfg.train.deterministic)
     acc = accelerator or make_accelerator(cfg)
     data = data or build_fewshot(cfg.data, seed=cfg.seed)

@@ -12,7 +12,7 @@ from scl_plugin.evaluation import (classify, evaluate, extract_features, fit_log
                                    fit_predict_logreg,
                                    format_table, logreg_objective, mean_ci, paired_difference,
                                    paired_table, plot_results, predict, sklearn_logreg_fit,
-                                   sklearn_logreg_predict, split_episode, write_results)
+                                   sklearn_logreg_predict, write_results)
 
 
 def planted(E, ways, shots, queries, d, sep, seed=0):
@@ -150,9 +150,10 @@ class Flatten(torch.nn.Module):
         return x.flatten(1)
 
 
-def test_split_episode():
-    x = torch.arange(8.0).view(8, 1, 1, 1)
-    y = torch.tensor([1, 0, 1, 0, 1, 0, 1, 0])
+def test_default_split_is_per_class_order():
+    from scl_plugin.data import split_support_query as split_episode
+    x = torch.arange(6.0).view(6, 1, 1, 1)
+    y = torch.tensor([1, 0, 1, 0, 1, 0])
     xs, ys, xq, yq = split_episode(x, y, ways=2, shots=1, queries=2)
     assert xs.flatten().tolist() == [1.0, 0.0] and ys.tolist() == [0, 1]
     assert xq.flatten().tolist() == [3.0, 5.0, 2.0, 4.0] and yq.tolist() == [0, 0, 1, 1]

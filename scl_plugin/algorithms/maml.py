@@ -51,6 +51,17 @@ class MAMLMethod(nn.Module):
 
     def _adapt(self, xs: torch.Tensor, ys: torch.Tensor, steps: int, first_order=None):
         learner = self.maml.clone(first_order=first_order)
+        ways = int(ys.max()) + 1
+        if ways != self.ways:
+            # Evaluating at another N than meta-trained: every class starts from the mean of the
+            # meta-learned head rows ("Unicorn-MAML", Ye & Chao, ICLR 2022), so the initial
+            # model is permutation-invariant and any N works.
+            # (Written into _parameters like learn2learn's clone_module, so adapt() updates them.)
+            head = learner.module.head
+            new = nn.Linear(head.in_features, ways)
+            new._parameters["weight"] = head.weight.mean(0, keepdim=True).expand(ways, -1).clone()
+            new._parameters["bias"] = head.bias.mean().expand(ways).clone()
+            learner.module.head = new
         for _ in range(steps):
             learner.adapt(F.cross_entropy(learner(xs), ys))
         return learner

@@ -6,7 +6,7 @@ Typical use::
     mean, ci95 = mean_ci(accs)
 """
 from .classifiers import CLASSIFIERS, classify, proto_cosine, proto_euclidean, prototypes
-from .episodes import evaluate, split_episode
+from .episodes import evaluate
 from .features import extract_features
 from .logreg import (BatchedLogisticRegression, fit_logreg, fit_logreg_gram, fit_predict_logreg,
                      logreg_objective, predict,
@@ -16,7 +16,7 @@ from .stats import mean_ci, paired_difference
 
 __all__ = [
     "CLASSIFIERS", "classify", "proto_cosine", "proto_euclidean", "prototypes",
-    "evaluate", "split_episode", "extract_features",
+    "evaluate", "extract_features",
     "BatchedLogisticRegression", "fit_logreg", "fit_logreg_gram", "fit_predict_logreg",
     "logreg_objective", "predict",
     "sklearn_logreg_fit", "sklearn_logreg_predict",

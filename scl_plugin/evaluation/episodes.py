@@ -7,41 +7,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data.episodes import split_support_query
 from .classifiers import CLASSIFIERS, classify
 from .features import extract_features
 
-__all__ = ["evaluate", "split_episode"]
+__all__ = ["evaluate"]
 
 Split = Callable[..., Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
-
-
-def split_episode(x: torch.Tensor, y: torch.Tensor, ways: int, shots: int,
-                  queries: Optional[int] = None):
-    """Split one task into support and query sets by per-class order.
-
-    For each class (in sorted label order) the first ``shots`` images are the support set
-    and the next ``queries`` (default: all the rest) the query set. Labels are remapped to
-    ``0..ways-1`` in sorted order. Returns ``xs, ys, xq, yq``, grouped by class.
-
-    (A local helper on purpose: evaluation stays independent of ``scl_plugin.data``; pass
-    ``split=`` to :func:`evaluate` to use another rule.)
-    """
-    y = torch.as_tensor(y)
-    classes = torch.unique(y)
-    if classes.numel() != ways:
-        raise ValueError(f"episode has {classes.numel()} classes, expected ways={ways}")
-    s_idx, q_idx, s_lab, q_lab = [], [], [], []
-    for c, label in enumerate(classes.tolist()):
-        idx = (y == label).nonzero(as_tuple=True)[0]
-        need = shots + (queries if queries is not None else 1)
-        if idx.numel() < need:
-            raise ValueError(f"class {label} has {idx.numel()} examples, need {need}")
-        q = idx[shots:] if queries is None else idx[shots:shots + queries]
-        s_idx.append(idx[:shots]); q_idx.append(q)
-        s_lab += [c] * shots; q_lab += [c] * q.numel()
-    s_idx, q_idx = torch.cat(s_idx), torch.cat(q_idx)
-    return (x[s_idx.to(x.device)], torch.tensor(s_lab), x[q_idx.to(x.device)],
-            torch.tensor(q_lab))
 
 
 def _iter_episodes(episodes: Any, indices: Optional[Sequence[int]],
@@ -119,15 +91,16 @@ def evaluate(model_or_adapt: Any, episodes: Any, ways: int, shots: int,
             of a full run.
         num_episodes: how many episodes to take from an iterable without ``len()``.
         split: ``split(x, y, ways, shots, queries) -> xs, ys, xq, yq`` (default:
-            :func:`split_episode`, first ``shots`` images of each class are support).
+            :func:`scl_plugin.data.split_support_query`, first ``shots`` images of each
+            class are support, the next ``queries`` the query set).
     """
     if classifier != "native" and classifier not in CLASSIFIERS:
         raise ValueError(f"unknown classifier {classifier!r}; allowed: "
                          f"{', '.join(CLASSIFIERS)}, native")
-    split = split or split_episode
+    split = split or split_support_query
     tasks, total = _iter_episodes(episodes, indices, num_episodes)
     accs = []
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    bar = tqdm(total=total, desc=desc, disable=None if progress else True, leave=False)  # None: off on non-TTY
     try:
         for batch in _batches(tasks, max(1, batch_episodes)):
             parts = [split(task[0], task[1], ways, shots, queries) for task in batch]

@@ -47,7 +47,7 @@ def _fmt(v: Any) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4f}"
+        return "nan" if math.isnan(v) else f"{v:.4g}"
     return str(v)
 
 

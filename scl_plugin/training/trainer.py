@@ -165,7 +165,8 @@ class Trainer:
         start_time, last = time.time(), None
         stopped = False
         bar = tqdm(total=self.epochs * steps_per_epoch, initial=self.epoch * steps_per_epoch + self.batch_in_epoch,
-                   desc=self.desc, disable=not acc.is_local_main_process, dynamic_ncols=True)
+                   desc=self.desc, dynamic_ncols=True, mininterval=1.0,
+                   disable=None if acc.is_local_main_process else True)   # None: off when not a TTY
         self.method.train()
         while self.epoch < self.epochs and not stopped:
             running: Dict[str, float] = {}

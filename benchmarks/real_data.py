@@ -1,0 +1,193 @@
+"""Real-data study on Omniglot (issue 10): every method, paired episodes, analyses, RESULTS.md.
+
+    python benchmarks/real_data.py                 # ~30-40 min on 2 CPU cores; resumable
+    python benchmarks/real_data.py --suite configs/suites/omniglot-real.yaml --out RESULTS.md
+
+1. Runs the suite (training each method or reusing its finished checkpoint; evaluation of
+   every method on the same seeded test episodes; the 20-run one-shot challenge).
+2. Analyses on the test characters: 1-NN accuracy (reference = first 5 drawers of each
+   character, queries = the other 15), a retrieval grid (test image -> nearest *training*
+   images) and the feature spectrum of every method on one figure.
+3. Writes RESULTS.md from the computed numbers (no figure is typed by hand), including
+   whether the paper's ordering CE < CE+GC/CE+SC < CE+GC+SC holds here, with paired CIs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scl_plugin import analysis, pipeline
+from scl_plugin.bench import load_suite, method_config, run_suite
+from scl_plugin.data import build_fewshot
+from scl_plugin.evaluation import format_table, paired_difference
+from scl_plugin.utils import atomic_write_text, expand
+
+ROOT = Path(__file__).resolve().parents[1]
+PUBLISHED = [  # Lake, Salakhutdinov & Tenenbaum, Science 2015 (20-way one-shot, error %)
+    ("People", 4.5), ("Bayesian Program Learning (BPL)", 3.3),
+]
+
+
+def pixel_baseline_error(suite) -> float:
+    """Simple baseline measured here: nearest neighbour on raw pixels (cosine), challenge error %."""
+    from scl_plugin.data import load_omniglot_challenge
+    cfg = method_config(suite, suite.methods[0], suite.datasets[0], expand(suite.run_dir))
+    errs = []
+    for r in load_omniglot_challenge(cfg.data.root, cfg.data.image_size, cfg.data.cache_dir):
+        s = torch.nn.functional.normalize(r.support_x.flatten(1), dim=1)
+        q = torch.nn.functional.normalize(r.query_x.flatten(1), dim=1)
+        pred = r.support_y[(q @ s.T).argmax(1)]
+        errs.append(100 * (pred != r.query_y).float().mean().item())
+    return float(np.mean(errs))
+ORDER = ["ce", "ce_gc", "ce_sc", "ce_gc_sc"]
+
+
+def run_analyses(suite, out_dir: Path, methods):
+    """kNN accuracy, retrieval grid and spectra for ``methods`` (names in the suite)."""
+    run_root = expand(suite.run_dir)
+    ds = suite.datasets[0]
+    feats, knn, first = {}, {}, None
+    for name in methods:
+        spec = next(m for m in suite.methods if m.name == name)
+        cfg = method_config(suite, spec, ds, run_root)
+        data = build_fewshot(cfg.data, seed=cfg.seed)
+        model, _ = pipeline.load_trained(cfg.run_dir, data)
+        backbone = model.backbone
+        z, y, idx = analysis.extract_dataset_features(backbone, data.test_meta, progress=False)
+        # per character: first 5 images are the reference set, the other 15 the queries
+        rank = torch.zeros_like(y)
+        for c in y.unique():
+            pos = (y == c).nonzero().flatten()
+            rank[pos] = torch.arange(len(pos))
+        ref, qry = rank < 5, rank >= 5
+        knn[name] = analysis.knn_accuracy(z[qry], y[qry], z[ref], y[ref], k=1)
+        feats[name] = z
+        if first is None:
+            first = name
+            zt, yt, it = analysis.extract_dataset_features(backbone, data.train_meta, progress=False)
+            _, nn_idx = analysis.nearest_neighbours(z, zt, k=6)
+            analysis.retrieval_grid(data.test_meta, data.train_meta, nn_idx, out_dir / f"retrieval_{name}.png",
+                                    n_queries=8, k=6, query_ids=idx, ref_ids=it)
+    analysis.plot_spectra(feats, out_dir / "spectra.png", title="Test-character features (Omniglot small2)")
+    spectra = {n: analysis.spectrum(f) for n, f in feats.items()}
+    dims90 = {n: int((s["explained_cumulative_variance"] < 0.9).sum().item()) + 1 for n, s in spectra.items()}
+    return knn, dims90, first
+
+
+def ordering_lines(per_episode: dict) -> list:
+    lines = []
+    for key in sorted(per_episode):
+        by = per_episode[key]
+        if not all(m in by for m in ORDER):
+            continue
+        ds, w, s = key.split("|")
+        means = {m: 100 * float(np.mean(by[m])) for m in ORDER}
+        d1, c1 = paired_difference(by["ce_sc"], by["ce"])
+        d2, c2 = paired_difference(by["ce_gc_sc"], by["ce"])
+        verdict = "holds" if means["ce"] < means["ce_sc"] and means["ce"] < means["ce_gc_sc"] else "does not hold"
+        lines.append(f"| {ds} | {w} | {s} | " + " | ".join(f"{means[m]:.2f}" for m in ORDER)
+                     + f" | {100 * d1:+.2f} ± {100 * c1:.2f} | {100 * d2:+.2f} ± {100 * c2:.2f} | {verdict} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--suite", default=str(ROOT / "configs/suites/omniglot-real.yaml"))
+    p.add_argument("--out", default=str(ROOT / "RESULTS.md"))
+    args = p.parse_args(argv)
+    t0 = time.time()
+    suite = load_suite(args.suite)
+    rows = run_suite(suite)
+    run_root = expand(suite.run_dir)
+    per_episode = {}
+    for r in rows:
+        spec = next(m for m in suite.methods if m.name == r["method"])
+        cfg = method_config(suite, spec, suite.datasets[0], run_root)
+        if r["dataset"] == "omniglot-challenge":
+            f = expand(cfg.run_dir) / "eval-challenge.json"
+        else:
+            f = expand(cfg.run_dir) / f"eval-{r['ways']}w{r['shots']}s-{suite.test_episodes}ep-seed{suite.episode_seed}.json"
+        per_episode.setdefault(f"{r['dataset']}|{r['ways']}|{r['shots']}", {})[r["method"]] = \
+            np.asarray(json.loads(f.read_text())["accuracies"])
+    analysed = [m.name for m in suite.methods if m.name in ("ce_gc_sc", "ce", "ce_sc", "protonet", "maml")]
+    knn, dims90, grid_method = run_analyses(suite, run_root, analysed)
+    wall = time.time() - t0
+
+    main_rows = [r for r in rows if r["dataset"] != "omniglot-challenge"]
+    chal = [r for r in rows if r["dataset"] == "omniglot-challenge"]
+    train_total = sum(r["train_s"] or 0 for r in rows if r["dataset"] == "omniglot-challenge")
+    out = [
+        "# Results on real data (Omniglot, 2 CPU cores)",
+        "",
+        "Generated by `python benchmarks/real_data.py` (suite `configs/suites/omniglot-real.yaml`);",
+        "every number below is computed by that script from seeded runs. Rerunning it reuses the",
+        "checkpoints and cached evaluations in `runs/omniglot-real/`; delete that folder to retrain.",
+        "",
+        f"* Hardware: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"no GPU; Python {platform.python_version()}, torch {torch.__version__}.",
+        f"* Wall time of the run that wrote this file: {wall / 60:.1f} min "
+        f"(training, summed over methods when it happened: {train_total / 60:.1f} min).",
+        "* Training regime (\"small\"): pretraining / meta-training on Omniglot *background small 1* minus",
+        "  the Latin alphabet (110 characters x 20 drawers; Latin's 26 characters are the validation split),",
+        "  28x28 images, Conv-4 with 3 blocks (3x3x64 feature map), short budgets (see the suite file).",
+        "  Test: the 106 characters of *background small 2* that are not duplicates of small 1",
+        "  (katakana, Sanskrit, Tagalog; small2's Greek and Latin are byte-identical copies of small1's and",
+        "  are dropped), and Lake et al.'s 20-run one-shot challenge (evaluation alphabets).",
+        f"* Episodes: {suite.test_episodes} seeded test episodes per setting, {suite.queries} queries per class,"
+        " identical for every method (paired). Accuracy: mean ± 95% CI (1.96·std/√n).",
+        "* Nothing was tuned on the test episodes: the settings are the first ones run; validation",
+        "  accuracy is logged per epoch in each run's `train/metrics.jsonl`.",
+        "",
+        "## Few-shot accuracy (test characters of background small 2)",
+        "",
+        format_table(main_rows),
+        "## The paper's ablation ordering",
+        "",
+        "The paper reports CE < CE+GC, CE+SC < CE+GC+SC. Paired differences against CE on the same episodes:",
+        "",
+        "| dataset | ways | shots | CE | CE+GC | CE+SC | CE+GC+SC | CE+SC − CE | CE+GC+SC − CE | CE below both SC rows |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        *ordering_lines(per_episode),
+        "",
+        "## 20-way one-shot challenge (20 runs, error rate)",
+        "",
+        "| model | error (%) | source |",
+        "|---|---:|---|",
+        *[f"| {r['method']} (ours) | {100 * (1 - r['acc']):.2f} ± {100 * r['ci95']:.2f} | this run, small training regime |"
+          for r in chal],
+        f"| raw-pixel 1-NN (simple baseline) | {pixel_baseline_error(suite):.2f} | this run |",
+        *[f"| {name} | {err} | Lake et al., Science 2015 |" for name, err in PUBLISHED],
+        "",
+        "The published models were trained on the full background set (964 characters) or, for BPL,",
+        "also on stroke data; ours see 110 characters for minutes on a CPU.",
+        "",
+        "## Analyses",
+        "",
+        "1-NN accuracy on the test characters (reference: 5 drawers per character, queries: the other 15;",
+        "cosine similarity) and the number of principal components holding 90% of the feature variance:",
+        "",
+        "| method | 1-NN accuracy (%) | components for 90% variance |",
+        "|---|---:|---:|",
+        *[f"| {m} | {100 * knn[m]:.2f} | {dims90[m]} |" for m in knn],
+        "",
+        f"* `runs/omniglot-real/retrieval_{grid_method}.png`: test characters and their nearest training images.",
+        "* `runs/omniglot-real/spectra.png`: explained cumulative variance and normalised singular values.",
+        "* `runs/omniglot-real/results.png`: accuracy with 95% CI per method and setting.",
+        "",
+        "Command: `python benchmarks/real_data.py`",
+        "",
+    ]
+    atomic_write_text(args.out, "\n".join(out))
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
