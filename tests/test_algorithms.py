@@ -97,3 +97,22 @@ def test_maml_adapts_clone_only_and_evaluates_other_ways(data):
     assert accs.shape == (3,) and (accs >= 0).all() and (accs <= 1).all()
     after = method.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+ABLATIONS = sorted((__import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "ablations").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ABLATIONS, ids=[p.stem for p in ABLATIONS])
+def test_every_ablation_row_runs(path, tmp_path, data):
+    """The paper's ablation rows (CE; CE+SS-GC; CE+SS-SC; CE+SS-GC+SS-SC; CE+GC; CE+SC; CE+GC+SC)."""
+    cfg = load_config(path, TINY + ["train.epochs=1", "train.max_steps=2", "train.validate=false",
+                                    f"run_dir={tmp_path}"])
+    torch.manual_seed(0)
+    method = pipeline.build_method(cfg, data)
+    batch = next(iter(torch.utils.data.DataLoader(data.pretrain_set(two_view=True), batch_size=16)))
+    loss, metrics = method.loss(batch if method.needs_two_views else (batch[0][0], batch[1]))
+    assert torch.isfinite(loss)
+    expected = {"ce"} | ({"gc"} if cfg.loss.lambda_global > 0 else set()) | ({"sc"} if cfg.loss.lambda_spatial > 0 else set())
+    assert expected <= set(metrics)
+    pipeline.train(cfg, data=data)
+    assert (tmp_path / "train" / "step-2.pt").exists()
