@@ -37,7 +37,9 @@ def _parser(prog: str, description: str, target: str) -> argparse.ArgumentParser
     p = argparse.ArgumentParser(prog=prog, description=description,
                                 epilog="Overrides use dotted keys, e.g. train.epochs=5 data.shots=5 "
                                        "model.name=resnet12. See configs/ and scl_plugin/config.py.")
-    p.add_argument(target, help=f"{target.replace('_', ' ')}")
+    helps = {"config": "YAML config file (see configs/)", "run_dir": "a run directory written by scl-train",
+             "suite": "suite YAML (see configs/suites/)"}
+    p.add_argument(target, help=helps[target])
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return p
 
@@ -47,6 +49,10 @@ def _train(args: argparse.Namespace) -> None:
     from . import pipeline
     from .config import load_config
     cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        from .config import to_yaml
+        print(to_yaml(cfg), end="")
+        return
     pipeline.train(cfg, resume=not args.no_resume)
     print(f"trained {cfg.method}: checkpoints in {cfg.run_dir}")
 
@@ -54,6 +60,8 @@ def _train(args: argparse.Namespace) -> None:
 def train_main(argv: Optional[List[str]] = None) -> int:
     p = _parser("scl-train", "Train one method (SCL, CE, ProtoNet, MAML, ...) from a config.", "config")
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in run_dir and start over")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (every key, with overrides applied) and exit")
     return _run(_train, p.parse_args(argv))
 
 

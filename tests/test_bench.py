@@ -101,3 +101,10 @@ def test_cli_too_many_ways(tmp_path, capsys):
                        f"run_dir={tmp_path / 'r'}"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and "ways" in err and "\n" not in err
+
+
+def test_cli_print_config_applies_overrides(capsys):
+    assert train_main([str(CONFIGS / "scl.yaml"), "train.epochs=3", "model.name=resnet12", "--print-config"]) == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["train"]["epochs"] == 3 and out["model"]["name"] == "resnet12" and out["method"] == "scl"
+    assert out["loss"]["lambda_spatial"] == 1.0
