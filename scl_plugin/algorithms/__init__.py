@@ -2,6 +2,6 @@
 from .distill import Distiller
 from .maml import MAMLMethod
 from .protonet import ProtoNet, prototype_logits
-from .scl import SCL, projection_head
+from .scl import SCL
 
-__all__ = ["SCL", "Distiller", "MAMLMethod", "ProtoNet", "prototype_logits", "projection_head"]
+__all__ = ["SCL", "Distiller", "MAMLMethod", "ProtoNet", "prototype_logits"]

@@ -24,13 +24,8 @@ from torch import nn
 
 from ..config import SCLLossConfig
 from ..distributed import rank
-from ..losses import SpatialAttention, global_contrastive_loss, spatial_contrastive_loss
+from ..losses import ProjectionHead, make_keys, SpatialAttention, global_contrastive_loss, spatial_contrastive_loss
 from .learners import FeatureLearner
-
-
-def projection_head(dim: int, out_dim: int) -> nn.Sequential:
-    """The authors' projection MLP: d -> d -> d', no biases (Sec. 3.2)."""
-    return nn.Sequential(nn.Linear(dim, dim, bias=False), nn.ReLU(inplace=True), nn.Linear(dim, out_dim, bias=False))
 
 
 class SCL(nn.Module):
@@ -41,7 +36,7 @@ class SCL(nn.Module):
         self.gather = gather
         d = backbone.feature_dim
         self.classifier = nn.Linear(d, num_classes)
-        self.head = projection_head(d, loss.proj_dim)           # used by GC and distillation
+        self.head = ProjectionHead(d, loss.proj_dim)            # used by GC and distillation
         self.attention = SpatialAttention(d, loss.proj_dim, aggregation=loss.aggregation) \
             if loss.lambda_spatial > 0 else None
 
@@ -58,11 +53,8 @@ class SCL(nn.Module):
         return spatial, spatial.mean(dim=(2, 3))
 
     def _keys(self, y: torch.Tensor, mode: str) -> torch.Tensor:
-        if mode == "supervised":
-            return y.repeat(2)
-        # self-supervised: a unique id per image, shared by its two views, unique across ranks
-        ids = torch.arange(y.numel(), device=y.device) + rank() * y.numel()
-        return ids.repeat(2)
+        # self-supervised ids must be unique across processes when features are gathered
+        return make_keys(y, mode, n_views=2, offset=rank() * y.numel())
 
     def loss(self, batch: Any) -> Tuple[torch.Tensor, Dict[str, float]]:
         x, y = batch
