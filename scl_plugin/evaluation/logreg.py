@@ -124,6 +124,26 @@ def _objective(Fa: torch.Tensor, Y: torch.Tensor, theta: torch.Tensor, P: torch.
     return C * ce + 0.5 * theta[:, :-1].pow(2).sum(dim=(1, 2))
 
 
+def _backtrack(Fa, Y, th, step, decrement, f, P, C):
+    """Armijo backtracking along ``-step`` for every active episode; never accepts an increase
+    (which is only possible at round-off level). Also returns the round-off scale and the
+    episodes whose step was rejected, which the callers use to stop."""
+    roundoff = 8 * torch.finfo(Fa.dtype).eps * (1 + f.abs())
+    t = torch.ones_like(f)
+    new_th = th - step
+    new_f = _objective(Fa, Y, new_th, P, C)
+    for _ in range(40):
+        fail = new_f > f - 1e-4 * t * decrement + roundoff
+        if not fail.any():
+            break
+        t = torch.where(fail, t * 0.5, t)
+        new_th[fail] = th[fail] - t[fail, None, None] * step[fail]
+        new_f[fail] = _objective(Fa[fail], Y[fail], new_th[fail], P, C)
+    worse = new_f > f
+    new_th[worse], new_f[worse] = th[worse], f[worse]
+    return new_th, new_f, roundoff, worse
+
+
 def _newton(F: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, C: float,
             max_iter: int, tol: float, hessian_dtype: torch.dtype) -> torch.Tensor:
     """Batched damped Newton for ``min_theta C * sum_i CE([f_i, 1] theta P^T) + 0.5 ||Z||^2``.
@@ -184,21 +204,7 @@ def _newton(F: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, C: float,
                 step[bad] = torch.linalg.lstsq(H[bad], g[bad].to(hessian_dtype)).solution
         step = step.to(F.dtype).reshape(e, r + 1, Kf)
         decrement = (g.reshape(e, n) * step.reshape(e, n)).sum(dim=1).clamp_min(0)  # g^T H^-1 g
-        f_a = f[active]
-        roundoff = 8 * torch.finfo(F.dtype).eps * (1 + f_a.abs())
-        t = torch.ones_like(f_a)
-        new_th = th - step
-        new_f = _objective(Fa_a, Y_a, new_th, P, C)
-        for _ls in range(40):  # backtracking until the Armijo condition holds
-            fail = new_f > f_a - 1e-4 * t * decrement + roundoff
-            if not fail.any():
-                break
-            t = torch.where(fail, t * 0.5, t)
-            new_th[fail] = th[fail] - t[fail, None, None] * step[fail]
-            new_f[fail] = _objective(Fa_a[fail], Y_a[fail], new_th[fail], P, C)
-        # Never accept an increase (only possible at round-off level).
-        worse = new_f > f_a
-        new_th[worse], new_f[worse] = th[worse], f_a[worse]
+        new_th, new_f, roundoff, worse = _backtrack(Fa_a, Y_a, th, step, decrement, f[active], P, C)
         if full:
             theta, f = new_th, new_f
         else:
@@ -278,20 +284,7 @@ def _newton_cg(F: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, C: float,
             rz = rz_new
         step = x
         decrement = (grad * step).sum(dims).clamp_min(0)
-        f_a = f[active]
-        roundoff = 8 * torch.finfo(F.dtype).eps * (1 + f_a.abs())
-        t = torch.ones_like(f_a)
-        new_th = th - step
-        new_f = _objective(Fa_a, Y_a, new_th, P, C)
-        for _ls in range(40):  # backtracking until the Armijo condition holds
-            fail = new_f > f_a - 1e-4 * t * decrement + roundoff
-            if not fail.any():
-                break
-            t = torch.where(fail, t * 0.5, t)
-            new_th[fail] = th[fail] - t[fail, None, None] * step[fail]
-            new_f[fail] = _objective(Fa_a[fail], Y_a[fail], new_th[fail], P, C)
-        worse = new_f > f_a
-        new_th[worse], new_f[worse] = th[worse], f_a[worse]
+        new_th, new_f, roundoff, worse = _backtrack(Fa_a, Y_a, th, step, decrement, f[active], P, C)
         theta[active] = new_th
         f[active] = new_f
         active = active[(0.5 * decrement > roundoff) & ~worse]
