@@ -410,17 +410,21 @@ def _fit_predict_logreg_impl(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_i
     d-dimensional weights."""
     Xs, Xq = _as_tensor(Xs), _as_tensor(Xq)
     E, S, d = Xs.shape
+    threads = _threads_for(Xs)
     if d <= S:
-        W, b = _fit_logreg_impl(Xs, ys, num_classes, C=C, max_iter=max_iter, tol=tol, dtype=dtype,
-                          solver=solver)
+        with _torch_threads(threads):
+            W, b = _fit_logreg_impl(Xs, ys, num_classes, C=C, max_iter=max_iter, tol=tol, dtype=dtype,
+                                    solver=solver)
         return predict(Xq, W, b)
     # Inner products in the features' own precision (for float32 features a relative error
     # ~1e-7, far below scikit-learn's own tolerance), everything after in `dtype`: this
     # avoids float64 copies of all the d-dimensional features, the dominant cost otherwise.
+    # These two large matmuls use every thread; only the solver's many tiny ops run on one.
     Xq = Xq.to(Xs.device, Xs.dtype)
     G = (Xs @ Xs.transpose(1, 2)).to(dtype)
     Kq = (Xq @ Xs.transpose(1, 2)).to(dtype)                             # (E, Q, S)
-    M, b = _fit_logreg_gram_impl(G, ys, num_classes, C=C, max_iter=max_iter, tol=tol, solver=solver)
+    with _torch_threads(threads):
+        M, b = _fit_logreg_gram_impl(G, ys, num_classes, C=C, max_iter=max_iter, tol=tol, solver=solver)
     return (Kq @ M + b.unsqueeze(1)).argmax(dim=-1)
 
 
@@ -452,9 +456,8 @@ def fit_logreg_gram(G, y, num_classes: int, C: float = 1.0, max_iter: int = 1000
 def fit_predict_logreg(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_iter: int = 1000,
                        tol: float = 1e-4, dtype: torch.dtype = torch.float64,
                        solver: str = "newton-cg") -> torch.Tensor:
-    with _torch_threads(_threads_for(Xs)):
-        return _fit_predict_logreg_impl(Xs, ys, Xq, num_classes, C=C, max_iter=max_iter,
-                                        tol=tol, dtype=dtype, solver=solver)
+    return _fit_predict_logreg_impl(Xs, ys, Xq, num_classes, C=C, max_iter=max_iter,
+                                    tol=tol, dtype=dtype, solver=solver)
 
 
 fit_logreg.__doc__ = _fit_logreg_impl.__doc__
