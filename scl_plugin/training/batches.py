@@ -39,7 +39,13 @@ class ResumableShardSampler(Sampler[int]):
 
 
 class FlatBatches:
-    """Mini-batches of a map-style dataset (SCL / CE pretraining)."""
+    """Mini-batches of a map-style dataset (SCL / CE pretraining).
+
+    Resuming mid-epoch is bitwise exact with ``num_workers=0`` (augmentations draw from the
+    global RNG, which checkpoints restore). With workers, each worker's seed comes from a
+    generator seeded by (seed, epoch, start batch): reproducible, but a resumed epoch's
+    augmentations differ from the uninterrupted run's after the resume point.
+    """
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0):
         self.sampler = ResumableShardSampler(len(dataset), seed, rank(), world_size())
