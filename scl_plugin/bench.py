@@ -44,8 +44,11 @@ class MethodSpec:
 
 @dataclass
 class DatasetSpec:
-    name: str = "omniglot-small"
+    name: str = "omniglot-small"      # the training dataset (data.dataset); also the run sub-folder
     overrides: List[str] = field(default_factory=list)
+    # Name shown in the table, for entries sharing a training set but testing elsewhere
+    # (cross-domain: mini-imagenet -> cub / cars / ...); methods are trained once per name.
+    label: Optional[str] = None
 
 
 @dataclass
@@ -143,7 +146,8 @@ def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print) 
             if not done and max_methods is not None and trained >= max_methods:
                 log(f"[suite] stopping before {spec.name}: budget of {max_methods} trained method(s) reached")
                 return rows
-            log(f"[suite] {ds.name} / {spec.name}: " + ("reusing finished checkpoint" if done else "training"))
+            label = ds.label or ds.name
+            log(f"[suite] {label} / {spec.name}: " + ("reusing finished checkpoint" if done else "training"))
             data = build_fewshot(cfg.data, seed=cfg.seed)
             method = pipeline.train(cfg, data=data, accelerator=acc)
             trained += 0 if done else 1
@@ -152,12 +156,13 @@ def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print) 
                 test_cfg = dataclasses.replace(cfg.data, ways=ways, shots=shots, queries=suite.queries,
                                                test_episodes=suite.test_episodes, episode_seed=suite.episode_seed)
                 tasks = build_fewshot(test_cfg, seed=suite.episode_seed).test_tasks
-                cache = expand(cfg.run_dir) / f"eval-{ways}w{shots}s-{suite.test_episodes}ep-seed{suite.episode_seed}.json"
+                prefix = f"eval-{ds.label}-" if ds.label else "eval-"
+                cache = expand(cfg.run_dir) / f"{prefix}{ways}w{shots}s-{suite.test_episodes}ep-seed{suite.episode_seed}.json"
                 accs = _evaluate_cached(method, cfg, tasks, ways, shots, suite.queries, acc, cache)
                 mean, ci = mean_ci(accs)
-                key = f"{ds.name}|{ways}|{shots}"
+                key = f"{label}|{ways}|{shots}"
                 per_episode.setdefault(key, {})[spec.name] = accs
-                rows.append({"method": spec.name, "dataset": ds.name, "ways": ways, "shots": shots,
+                rows.append({"method": spec.name, "dataset": label, "ways": ways, "shots": shots,
                              "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": train_s,
                              "classifier": pipeline.classifier_for(cfg)})
                 log(f"[suite]   {ways}-way {shots}-shot: {100 * mean:.2f} +- {100 * ci:.2f}")

@@ -108,3 +108,17 @@ def test_cli_print_config_applies_overrides(capsys):
     out = yaml.safe_load(capsys.readouterr().out)
     assert out["train"]["epochs"] == 3 and out["model"]["name"] == "resnet12" and out["method"] == "scl"
     assert out["loss"]["lambda_spatial"] == 1.0
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "suites").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_suites_resolve(path):
+    """Every suite (default, real-data, full-size GPU ones) and each of its method configs validates."""
+    from scl_plugin.bench import method_config
+    from scl_plugin.utils import expand
+    suite = load_suite(path)
+    for ds in suite.datasets:
+        for spec in suite.methods:
+            cfg = method_config(suite, spec, ds, expand(suite.run_dir))
+            assert cfg.run_dir.endswith(f"{ds.name}/{spec.name}")
+            if spec.init_from_method:
+                assert (cfg.episodic.init_from or cfg.distill.teacher).endswith(spec.init_from_method)
