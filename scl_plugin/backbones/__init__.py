@@ -6,7 +6,8 @@ Importing this package registers ``resnet12`` and ``conv4`` in timm's registry, 
 with ``forward_spatial`` (B, d, H, W) and ``forward`` (B, d); see :mod:`.backbone` for the
 MAML BatchNorm policy (``maml_bn_policy``) and second-order attention (``prepare_for_maml``).
 """
-from .resnet12 import ResNet12, resnet12, MINI_IMAGENET_MEAN, MINI_IMAGENET_STD
+from .head import MINI_IMAGENET_MEAN, MINI_IMAGENET_STD
+from .resnet12 import ResNet12, resnet12
 from .conv4 import Conv4, conv4
 from .backbone import (L2L_MODELS, Backbone, create_backbone, disable_fused_attn,
                        maml_bn_policy, prepare_for_maml)

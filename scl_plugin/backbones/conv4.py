@@ -19,12 +19,12 @@ from torch import nn
 from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from .resnet12 import MINI_IMAGENET_MEAN, MINI_IMAGENET_STD
+from .head import MINI_IMAGENET_MEAN, MINI_IMAGENET_STD, ClassifierHeadMixin
 
 __all__ = ["Conv4", "conv4"]
 
 
-class Conv4(nn.Module):
+class Conv4(ClassifierHeadMixin, nn.Module):
     """timm-style Conv-4: ``forward_features`` gives the ``(B, hidden, H, W)`` map."""
 
     def __init__(
@@ -52,27 +52,11 @@ class Conv4(nn.Module):
         self.feature_info = [dict(num_chs=hidden, reduction=2 ** (i + 1), module=f"blocks.{i}")
                              for i in range(depth)]
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.drop = nn.Dropout(drop_rate)
+        self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(self.global_pool(x))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 default_cfgs = generate_default_cfgs({

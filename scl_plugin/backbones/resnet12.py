@@ -24,11 +24,11 @@ from torch import nn
 from timm.layers import DropBlock2d, SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from .head import MINI_IMAGENET_MEAN, MINI_IMAGENET_STD, ClassifierHeadMixin
+
 __all__ = ["ResNet12", "ResBlock12", "resnet12", "MINI_IMAGENET_MEAN", "MINI_IMAGENET_STD"]
 
 # Pixel statistics of mini-ImageNet used by RFS / SCL data pipelines.
-MINI_IMAGENET_MEAN = (120.39586422 / 255.0, 115.59361427 / 255.0, 104.54012653 / 255.0)
-MINI_IMAGENET_STD = (70.68188272 / 255.0, 68.27635443 / 255.0, 72.54505529 / 255.0)
 
 
 def _conv_bn(cin: int, cout: int, k: int) -> nn.Sequential:
@@ -59,7 +59,7 @@ class ResBlock12(nn.Module):
         return self.drop(self.pool(out))
 
 
-class ResNet12(nn.Module):
+class ResNet12(ClassifierHeadMixin, nn.Module):
     """timm-style ResNet-12: ``forward_features`` gives the ``(B, 640, H, W)`` map."""
 
     def __init__(
@@ -88,6 +88,7 @@ class ResNet12(nn.Module):
         self.feature_info = [dict(num_chs=w, reduction=2 ** (i + 1), module=f"stages.{i}")
                              for i, w in enumerate(widths)]
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.head_drop = nn.Identity()
         self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -96,24 +97,8 @@ class ResNet12(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 default_cfgs = generate_default_cfgs({

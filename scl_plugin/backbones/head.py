@@ -1,0 +1,33 @@
+"""timm's classifier interface, shared by the backbones we register (resnet12, conv4).
+
+A model provides ``forward_features`` and the attributes ``global_pool``, ``head_drop``,
+``fc`` and ``num_features``; this mixin adds ``get_classifier``, ``reset_classifier``,
+``forward_head`` and ``forward`` exactly as timm's own models define them.
+"""
+from __future__ import annotations
+
+import torch
+from timm.layers import SelectAdaptivePool2d
+from torch import nn
+
+# mini-ImageNet statistics, the default_cfg normalisation of both registered models
+MINI_IMAGENET_MEAN = (120.39586422 / 255.0, 115.59361427 / 255.0, 104.54012653 / 255.0)
+MINI_IMAGENET_STD = (70.68188272 / 255.0, 68.27635443 / 255.0, 72.54505529 / 255.0)
+
+
+class ClassifierHeadMixin:
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.global_pool(x))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
