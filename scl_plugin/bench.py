@@ -136,6 +136,8 @@ def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print) 
     """Train and evaluate every method of ``suite``; returns the result rows."""
     run_root = expand(suite.run_dir)
     acc = pipeline.make_accelerator(load_config(None))
+    if not acc.is_main_process:          # one log, from the main process
+        log = lambda *args, **kwargs: None  # noqa: E731
     rows: List[Dict[str, Any]] = []
     per_episode: Dict[str, Dict[str, np.ndarray]] = {}
     trained = 0

@@ -95,7 +95,8 @@ def _bench(args: argparse.Namespace) -> None:
     from .evaluation import format_table
     suite = load_suite(args.suite, args.overrides)
     rows = run_suite(suite, max_methods=args.max_methods)
-    if rows:
+    from accelerate import PartialState
+    if rows and PartialState().is_main_process:
         print()
         print(format_table(rows))
         print(f"\nresults: {suite.run_dir}/results.md (.csv, .json, .png)")

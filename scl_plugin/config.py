@@ -209,8 +209,22 @@ def _check_values(cfg: Config) -> None:
                    ("data.batch_size", d.batch_size), ("train.grad_accum", cfg.train.grad_accum)):
         if v < 1:
             raise ConfigError(f"config key '{key}': must be >= 1, got {v}")
-    if d.queries < 0:
-        raise ConfigError(f"config key 'data.queries': must be >= 0, got {d.queries}")
+    for key, v in (("episodic.meta_iterations", cfg.episodic.meta_iterations),
+                   ("episodic.meta_batch_size", cfg.episodic.meta_batch_size), ("train.epochs", cfg.train.epochs),
+                   ("distill.epochs", cfg.distill.epochs), ("train.keep_last", cfg.train.keep_last)):
+        if v < 1:
+            raise ConfigError(f"config key '{key}': must be >= 1, got {v}")
+    for key, v in (("train.lr", cfg.train.lr), ("distill.lr", cfg.distill.lr), ("episodic.meta_lr", cfg.episodic.meta_lr),
+                   ("distill.kd_temperature", cfg.distill.kd_temperature), ("eval.C", cfg.eval.C)):
+        if v <= 0:
+            raise ConfigError(f"config key '{key}': must be > 0, got {v}")
+    if d.num_workers < 0:
+        raise ConfigError(f"config key 'data.num_workers': must be >= 0, got {d.num_workers}")
+    if d.queries < (1 if cfg.method in ("protonet", "scl_protonet", "maml", "fomaml") else 0):
+        raise ConfigError(f"config key 'data.queries': must be >= 1 for episodic training, got {d.queries}")
+    if cfg.distill.teacher and cfg.distill.generations < 1:
+        raise ConfigError("config key 'distill.teacher' needs distill.generations >= 1 (a teacher with no "
+                          "student generation trains nothing)")
     for key in ("tau_global", "tau_spatial"):
         if getattr(cfg.loss, key) <= 0:
             raise ConfigError(f"config key 'loss.{key}': must be > 0")

@@ -22,10 +22,11 @@ from torch import nn
 
 from .algorithms import SCL, Distiller, MAMLMethod, ProtoNet
 from .backbones import create_backbone
-from .config import Config, load_config, to_dict, to_yaml
+from .config import Config, ConfigError, load_config, to_dict, to_yaml
 from .data import FewShotData, build_fewshot
 from .evaluation import evaluate as evaluate_episodes
-from .training import FlatBatches, EpisodeBatches, Trainer, load_checkpoint
+from . import training
+from .training import CheckpointError, EpisodeBatches, FlatBatches, Trainer, load_checkpoint
 from .utils import atomic_write_json, atomic_write_text, expand, seed_everything
 
 EPISODIC = ("protonet", "scl_protonet", "maml", "fomaml")
@@ -38,35 +39,47 @@ def classifier_for(cfg: Config) -> str:
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
-    return Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum)
+    return training.make_accelerator(cfg.train)
 
 
 # ----------------------------------------------------------------------------- building
-def build_method(cfg: Config, data: FewShotData, *, gather: bool = False) -> nn.Module:
+def build_method(cfg: Config, data: FewShotData, *, gather: bool = False, init: bool = True) -> nn.Module:
+    """The method module of ``cfg``; ``init=False`` skips ``episodic.init_from`` (when the
+    weights are about to be loaded from this run's own checkpoint anyway)."""
     backbone = create_backbone(cfg.model, in_chans=data.channels, image_size=data.image_size)
     d, e = cfg.data, cfg.episodic
     if cfg.method in ("ce", "scl"):
         loss = cfg.loss if cfg.method == "scl" else dataclasses.replace(cfg.loss, lambda_global=0.0, lambda_spatial=0.0)
         return SCL(backbone, data.num_classes, loss, gather=gather)
+    if cfg.method == "scl_protonet" and not e.init_from:
+        raise ConfigError("method scl_protonet needs episodic.init_from=<SCL run dir or checkpoint>")
+    if init and e.init_from:
+        init_backbone(backbone, e.init_from)
     if cfg.method in ("protonet", "scl_protonet"):
-        if cfg.method == "scl_protonet":
-            if not e.init_from:
-                raise ValueError("method scl_protonet needs episodic.init_from=<SCL run dir or checkpoint>")
-            init_backbone(backbone, e.init_from)
         return ProtoNet(backbone, d.ways, d.shots, d.queries, e.distance)
     return MAMLMethod(backbone, d.ways, d.shots, d.queries, e.inner_lr, e.inner_steps, e.eval_inner_steps,
                       first_order=cfg.method == "fomaml")
 
 
 def _final_checkpoint(path: Any) -> Path:
+    """A checkpoint file as is; for a run dir, its last stage (last distillation generation)."""
     path = expand(path)
     if path.is_dir():
-        for name in ("distill-final.pt", "final.pt"):
-            hits = sorted(path.rglob(name))
-            if hits:
-                return hits[-1]
-        raise FileNotFoundError(f"no final checkpoint under {path}: train that run first")
+        if not (path / "config.yaml").exists():
+            raise CheckpointError(f"{path} is not a run directory (no config.yaml): train that run first")
+        final = final_checkpoints(load_config(path / "config.yaml"))[-1]
+        if not final.exists():
+            raise CheckpointError(f"{path} has not finished training ({final} missing): train that run first")
+        return final
     return path
+
+
+def _load_weights(module: nn.Module, path: Path, expect: Optional[Dict[str, Any]] = None) -> None:
+    try:
+        module.load_state_dict(load_checkpoint(path, expect=expect)["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit this config ({str(e).splitlines()[0]}); "
+                              f"use the config it was trained with or another run_dir") from None
 
 
 def init_backbone(backbone: nn.Module, source: Any) -> None:
@@ -75,8 +88,13 @@ def init_backbone(backbone: nn.Module, source: Any) -> None:
     prefix = next((p for p in ("backbone.", "student.backbone.", "maml.module.backbone.")
                    if any(k.startswith(p) for k in state)), None)
     if prefix is None:
-        raise ValueError(f"{source}: checkpoint has no backbone weights")
-    backbone.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        raise CheckpointError(f"{source}: checkpoint has no backbone weights")
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    # strict=False only for BatchNorm running buffers, which MAML's BN policy removes
+    missing, unexpected = backbone.load_state_dict(weights, strict=False)
+    bad = [k for k in missing + unexpected if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    if bad:
+        raise CheckpointError(f"{source}: backbone weights do not fit model.name (mismatch in {bad[:3]}...)")
 
 
 def _validator(cfg: Config, data: FewShotData) -> Optional[Callable[[nn.Module], float]]:
@@ -124,26 +142,31 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
     if cfg.method in ("ce", "scl") and cfg.distill.teacher:
         teacher, _ = load_trained(cfg.distill.teacher, data)
         return _distill(cfg, data, teacher, acc, _validator(cfg, data), resume)
-    method = build_method(cfg, data, gather=acc.num_processes > 1)
+    final = run_dir / "train" / "final.pt"
+    method = build_method(cfg, data, gather=acc.num_processes > 1, init=not (final.exists() and resume))
     meta = {"method": cfg.method, "backbone": cfg.model.name, "num_classes": data.num_classes}
     validate = _validator(cfg, data)
-    final = run_dir / "train" / "final.pt"
     if final.exists() and resume:
-        method.load_state_dict(load_checkpoint(final, expect=meta)["model"])
+        _load_weights(method, final, meta)
     elif cfg.method in EPISODIC:
         e = cfg.episodic
         steps = min(100, e.meta_iterations)
+        budget = e.meta_iterations if cfg.train.max_steps < 0 else min(e.meta_iterations, cfg.train.max_steps)
         tcfg = dataclasses.replace(cfg.train, optimizer="adam", lr=e.meta_lr, weight_decay=0.0,
-                                   schedule="constant")
-        trainer = Trainer(method, tcfg, run_dir / "train", epochs=math.ceil(e.meta_iterations / steps),
-                          accelerator=acc, validate=validate, meta=meta, config=to_dict(cfg), desc=cfg.method)
-        trainer.fit(EpisodeBatches(data.train_tasks, e.meta_batch_size, steps), steps, resume=resume)
+                                   schedule="constant", max_steps=budget)
+        epochs = math.ceil(e.meta_iterations / steps)
+        trainer = Trainer(method, tcfg, run_dir / "train", epochs=epochs, accelerator=acc, validate=validate,
+                          meta=meta, config=to_dict(cfg), desc=cfg.method)
+        result = trainer.fit(EpisodeBatches(data.train_tasks, e.meta_batch_size, steps), steps, resume=resume)
+        if not result.finished and result.steps >= e.meta_iterations:   # budget reached mid-epoch
+            trainer.finalize()
     else:
         two = method.needs_two_views
         batches = FlatBatches(data.pretrain_set(two_view=two), cfg.data.batch_size, cfg.seed, cfg.data.num_workers)
         trainer = Trainer(method, cfg.train, run_dir / "train", epochs=cfg.train.epochs, accelerator=acc,
                           validate=validate, meta=meta, config=to_dict(cfg), desc=cfg.method)
-        trainer.fit(batches, batches.steps_per_epoch, resume=resume)
+        if not trainer.fit(batches, batches.steps_per_epoch, resume=resume).finished:
+            return method          # stopped early (train.max_steps): never distil an unfinished teacher
     if cfg.method in ("ce", "scl"):
         method = _distill(cfg, data, method, acc, validate, resume)
     return method
@@ -171,7 +194,7 @@ def _distill(cfg: Config, data: FewShotData, teacher: SCL, acc: Accelerator, val
         meta = {"method": f"{cfg.method}-distill", "backbone": cfg.model.name, "num_classes": data.num_classes}
         final = ckpt_dir / "final.pt"
         if final.exists() and resume:
-            module.load_state_dict(load_checkpoint(final, expect=meta)["model"])
+            _load_weights(module, final, meta)
         else:
             batches = FlatBatches(data.pretrain_set(two_view=teacher.needs_two_views), cfg.data.batch_size,
                                   cfg.seed + g, cfg.data.num_workers)
@@ -191,12 +214,12 @@ def load_trained(run_dir: Any, data: Optional[FewShotData] = None) -> Tuple[nn.M
     if cfg.method in ("ce", "scl") and cfg.distill.teacher:
         method, _ = load_trained(cfg.distill.teacher, data)
     else:
-        method = build_method(cfg, data)
-        method.load_state_dict(load_checkpoint(run_dir / "train" / "final.pt")["model"])
+        method = build_method(cfg, data, init=False)
+        _load_weights(method, run_dir / "train" / "final.pt")
     if cfg.method in ("ce", "scl"):
         for g in range(1, cfg.distill.generations + 1):
             module = Distiller.from_teacher(method, cfg.distill)
-            module.load_state_dict(load_checkpoint(run_dir / f"distill-{g}" / "final.pt")["model"])
+            _load_weights(module, run_dir / f"distill-{g}" / "final.pt")
             method = module.student
     return method, cfg
 
@@ -211,5 +234,6 @@ def evaluate(method: nn.Module, cfg: Config, tasks: Any, ways: int, shots: int, 
         return evaluate_episodes(method.adapt, tasks, ways, shots, queries, classifier="native",
                                  indices=indices, progress=progress)
     return evaluate_episodes(method.backbone, tasks, ways, shots, queries, classifier=clf, flip=cfg.eval.flip,
-                             batch_episodes=cfg.eval.batch_episodes, C=cfg.eval.C, indices=indices,
+                             batch_episodes=cfg.eval.batch_episodes, C=cfg.eval.C, max_iter=cfg.eval.max_iter,
+                             tol=cfg.eval.tol, indices=indices,
                              progress=progress)

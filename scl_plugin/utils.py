@@ -37,8 +37,8 @@ def worker_init_fn(worker_id: int) -> None:
 
 def rng_state() -> Dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():      # this process's device only: resumable on any GPU count
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -47,7 +47,8 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, (list, tuple)) else cuda)
 
 
 @contextlib.contextmanager

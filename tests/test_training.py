@@ -120,3 +120,22 @@ def test_checkpoint_write_failure_names_the_cause(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="No space left on device.*free disk space"):
         save_checkpoint(tmp_path / "step-1.pt", {"model": {}})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rerun_at_step_budget_does_not_train_further(tmp_path):
+    _, first = run(tmp_path, max_steps=5, lambda_spatial=0.0)
+    _, again = run(tmp_path, max_steps=5, lambda_spatial=0.0)
+    assert first.steps == again.steps == 5 and not again.finished
+    assert sorted(p.name for p in tmp_path.glob("step-*.pt"))[-1] == "step-5.pt"
+
+
+def test_no_resume_starts_over_and_forgets_the_old_run(tmp_path):
+    run(tmp_path, epochs=1, lambda_spatial=0.0)
+    assert (tmp_path / "final.pt").exists()
+    seed_everything(0)
+    method = make_method(0.0)
+    trainer = Trainer(method, TrainConfig(epochs=1, max_steps=2), tmp_path, epochs=1)
+    batches = FlatBatches(NoisyBlobs(two_view=True), batch_size=8, seed=0)
+    result = trainer.fit(batches, batches.steps_per_epoch, resume=False)
+    assert result.steps == 2 and not (tmp_path / "final.pt").exists()
+    assert [p.name for p in tmp_path.glob("step-*.pt")] == ["step-2.pt"]

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..evaluation.features import model_device
 from ..evaluation.logreg import decision_function, fit_logreg
 
 
@@ -28,7 +29,7 @@ class FeatureLearner(nn.Module):
         was_training = self.backbone.training
         self.backbone.eval()
         try:
-            return F.normalize(self.backbone(x), dim=-1)
+            return F.normalize(self.backbone(x.to(model_device(self.backbone))), dim=-1)
         finally:
             self.backbone.train(was_training)
 
@@ -38,6 +39,7 @@ class FeatureLearner(nn.Module):
         ways = int(support_y.max()) + 1
         learner = cls(backbone, classifier, ways)
         z = learner.embed(support_x)
+        support_y = support_y.to(z.device)
         if classifier == "logreg":
             learner.W, learner.b = fit_logreg(z[None], support_y[None], ways, C=C)
         elif classifier in ("proto_cosine", "proto_euclidean"):

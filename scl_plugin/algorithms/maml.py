@@ -21,6 +21,7 @@ from torch import nn
 
 from ..backbones import maml_bn_policy
 from ..data import split_support_query
+from ..evaluation.features import model_device
 
 
 class _Classifier(nn.Module):
@@ -79,16 +80,17 @@ class MAMLMethod(nn.Module):
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, **_: Any) -> nn.Module:
         """Adapted learner for evaluation (first-order inner steps: no meta-gradient needed)."""
+        device = model_device(self)
         with torch.enable_grad():
-            learner = self._adapt(support_x, support_y, self.eval_inner_steps, first_order=True)
-        return _Detached(learner)
+            learner = self._adapt(support_x.to(device), support_y.to(device), self.eval_inner_steps, first_order=True)
+        return _Detached(learner, device)
 
 
 class _Detached(nn.Module):
-    def __init__(self, learner: nn.Module):
+    def __init__(self, learner: nn.Module, device: torch.device):
         super().__init__()
-        self.learner = learner
+        self.learner, self.device = learner, device
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.learner(x)
+        return self.learner(x.to(self.device))

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import split_support_query
+from ..evaluation.features import model_device
 
 
 def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, ways: int,
@@ -30,12 +31,14 @@ class PrototypeLearner(nn.Module):
     def __init__(self, backbone: nn.Module, support_x, support_y, ways: int, distance: str):
         super().__init__()
         self.backbone, self.ways, self.distance = backbone, ways, distance
+        self.device = model_device(backbone)
         with torch.no_grad():
-            self.support, self.support_y = backbone(support_x), support_y
+            self.support, self.support_y = backbone(support_x.to(self.device)), support_y.to(self.device)
 
     @torch.no_grad()
     def forward(self, query_x: torch.Tensor) -> torch.Tensor:
-        return prototype_logits(self.support, self.support_y, self.backbone(query_x), self.ways, self.distance)
+        return prototype_logits(self.support, self.support_y, self.backbone(query_x.to(self.device)), self.ways,
+                                self.distance)
 
 
 class ProtoNet(nn.Module):

@@ -70,12 +70,23 @@ class FlatBatches:
 class EpisodeBatches:
     """``meta_batch_size`` tasks per step from a learn2learn ``TaskDataset`` (MAML / ProtoNet).
 
-    Task sampling draws from python's ``random`` (learn2learn's transforms), whose state is in
-    every checkpoint, so resuming continues the same task stream.
+    Seeded task sets (``scl_plugin.data``) draw descriptions from private ``random`` states;
+    :meth:`state_dict` exposes them so checkpoints resume the same task stream, and each
+    process gets its own stream (rank in the seed) so data parallelism sees different tasks.
     """
 
     def __init__(self, tasks: Any, meta_batch_size: int, steps_per_epoch: int):
         self.tasks, self.meta_batch_size, self.steps_per_epoch = tasks, meta_batch_size, steps_per_epoch
+        if world_size() > 1 and hasattr(tasks, "_states"):
+            tasks.seed = f"{tasks.seed}/rank{rank()}"
+            tasks._states = {}
+
+    def state_dict(self) -> dict:
+        return {"task_states": dict(getattr(self.tasks, "_states", {}))}
+
+    def load_state_dict(self, state: dict) -> None:
+        if hasattr(self.tasks, "_states"):
+            self.tasks._states = dict(state.get("task_states", {}))
 
     def __call__(self, epoch: int, start: int) -> Iterator[List[Sequence[torch.Tensor]]]:
         for _ in range(start, self.steps_per_epoch):

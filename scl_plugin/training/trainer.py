@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterable, Optional
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import send_to_device
+from accelerate.utils import DistributedDataParallelKwargs, send_to_device
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig
@@ -29,6 +29,14 @@ from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, pr
                          save_checkpoint)
 
 BatchSource = Callable[[int, int], Iterable[Any]]
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    # find_unused_parameters: a method may own modules its current loss does not use (the GC
+    # head of a CE-only run is kept for distillation; a student's attention module); DDP
+    # would otherwise fail on the second step.
+    return Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
 class _LossForward(torch.nn.Module):
@@ -91,8 +99,7 @@ class Trainer:
         self.cfg = cfg
         self.epochs = epochs
         self.ckpt_dir = Path(ckpt_dir)
-        self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision,
-                                                      gradient_accumulation_steps=cfg.grad_accum)
+        self.accelerator = accelerator or make_accelerator(cfg)
         self.validate = validate
         self.meta = dict(meta or {})
         self.config = config
@@ -104,6 +111,7 @@ class Trainer:
         self.logger = JSONLLogger(self.ckpt_dir / "metrics.jsonl", enabled=self.accelerator.is_main_process)
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best_score = -math.inf
+        self._batches: Any = None
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, Any]:
@@ -116,6 +124,7 @@ class Trainer:
             "rng": rng_state(),
             "position": {"epoch": self.epoch, "batch": self.batch_in_epoch, "step": self.step},
             "best_score": self.best_score,
+            "batches": self._batches.state_dict() if hasattr(self._batches, "state_dict") else None,
             "meta": self.meta,
             "config": self.config,
         }
@@ -133,6 +142,8 @@ class Trainer:
         pos = state["position"]
         self.epoch, self.batch_in_epoch, self.step = pos["epoch"], pos["batch"], pos["step"]
         self.best_score = state.get("best_score", -math.inf)
+        if state.get("batches") is not None and hasattr(self._batches, "load_state_dict"):
+            self._batches.load_state_dict(state["batches"])
         set_rng_state(state["rng"])
 
     def resume(self, path: Optional[Path] = None) -> bool:
@@ -142,6 +153,19 @@ class Trainer:
             return False
         self.load_state_dict(load_checkpoint(path, expect=self.meta))
         return True
+
+    def _clear_previous_run(self) -> None:
+        """``resume=False``: remove the old run's checkpoints and metrics so that nothing of it
+        is pruned into, resumed from, or mistaken for a finished run later."""
+        if self.accelerator.is_main_process and self.ckpt_dir.is_dir():
+            for p in [*self.ckpt_dir.glob("step-*.pt"), self.ckpt_dir / "best.pt", self.ckpt_dir / "final.pt",
+                      self.ckpt_dir / "metrics.jsonl"]:
+                p.unlink(missing_ok=True)
+        self.accelerator.wait_for_everyone()
+
+    def finalize(self) -> Optional[Path]:
+        """Mark training complete (writes ``final.pt``), e.g. when a step budget ends mid-epoch."""
+        return self._save("final.pt")
 
     def _save(self, name: str) -> Optional[Path]:
         self.accelerator.wait_for_everyone()
@@ -160,10 +184,13 @@ class Trainer:
         if steps_per_epoch < 1:
             raise TrainingError(f"{self.desc}: an epoch has no batches (dataset smaller than one batch?); "
                                 f"lower data.batch_size")
+        self._batches = batches
         if resume:
             self.resume()
+        else:
+            self._clear_previous_run()
         start_time, last = time.time(), None
-        stopped = False
+        stopped = 0 < cfg.max_steps <= self.step      # a resumed run already at its step budget
         bar = tqdm(total=self.epochs * steps_per_epoch, initial=self.epoch * steps_per_epoch + self.batch_in_epoch,
                    desc=self.desc, dynamic_ncols=True, mininterval=1.0,
                    disable=None if acc.is_local_main_process else True)   # None: off when not a TTY
@@ -176,7 +203,10 @@ class Trainer:
                 batch = send_to_device(batch, acc.device)
                 with acc.accumulate(self.model):
                     loss, metrics = self.model(batch)
-                    if not torch.isfinite(loss.detach()):
+                    finite = torch.isfinite(loss.detach()).float().reshape(1)
+                    if acc.num_processes > 1:            # every rank must take the same branch
+                        finite = acc.gather(finite).min()
+                    if not bool(finite.item()):
                         debug = self._save(f"debug-nonfinite-step-{self.step}.pt")
                         raise TrainingError(f"{self.desc}: loss is {loss.item()} at step {self.step} (epoch "
                                             f"{self.epoch}); debug checkpoint: {debug}; lower train.lr or "
@@ -205,6 +235,9 @@ class Trainer:
                 record = {k: v / steps_per_epoch for k, v in running.items()}
                 if self.validate is not None and cfg.validate:
                     score = float(self.validate(self.method))
+                    if acc.num_processes > 1:            # decide "best" on rank 0's score everywhere
+                        from accelerate.utils import broadcast_object_list
+                        score = broadcast_object_list([score])[0]
                     self.method.train()
                     record["val_acc"] = score
                     if score > self.best_score:
