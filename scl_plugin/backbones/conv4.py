@@ -19,7 +19,7 @@ from torch import nn
 from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from .head import MINI_IMAGENET_MEAN, MINI_IMAGENET_STD, ClassifierHeadMixin
+from .head import ClassifierHeadMixin, fewshot_pretrained_cfg
 
 __all__ = ["Conv4", "conv4"]
 
@@ -59,13 +59,7 @@ class Conv4(ClassifierHeadMixin, nn.Module):
         return self.blocks(x)
 
 
-default_cfgs = generate_default_cfgs({
-    "conv4": dict(
-        num_classes=64, input_size=(3, 84, 84), pool_size=(5, 5), crop_pct=1.0,
-        interpolation="bilinear", mean=MINI_IMAGENET_MEAN, std=MINI_IMAGENET_STD,
-        first_conv="blocks.0.0", classifier="fc", license="mit",
-    ),
-})
+default_cfgs = generate_default_cfgs({"conv4": fewshot_pretrained_cfg("blocks.0.0")})
 
 
 @register_model

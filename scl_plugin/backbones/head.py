@@ -15,6 +15,13 @@ MINI_IMAGENET_MEAN = (120.39586422 / 255.0, 115.59361427 / 255.0, 104.54012653 /
 MINI_IMAGENET_STD = (70.68188272 / 255.0, 68.27635443 / 255.0, 72.54505529 / 255.0)
 
 
+def fewshot_pretrained_cfg(first_conv: str) -> dict:
+    """timm default_cfg shared by our registered models: 84x84 mini-ImageNet input, 64 classes."""
+    return dict(num_classes=64, input_size=(3, 84, 84), pool_size=(5, 5), crop_pct=1.0,
+                interpolation="bilinear", mean=MINI_IMAGENET_MEAN, std=MINI_IMAGENET_STD,
+                first_conv=first_conv, classifier="fc", license="mit")
+
+
 class ClassifierHeadMixin:
     def get_classifier(self) -> nn.Module:
         return self.fc

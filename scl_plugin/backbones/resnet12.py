@@ -24,9 +24,9 @@ from torch import nn
 from timm.layers import DropBlock2d, SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from .head import MINI_IMAGENET_MEAN, MINI_IMAGENET_STD, ClassifierHeadMixin
+from .head import ClassifierHeadMixin, fewshot_pretrained_cfg
 
-__all__ = ["ResNet12", "ResBlock12", "resnet12", "MINI_IMAGENET_MEAN", "MINI_IMAGENET_STD"]
+__all__ = ["ResNet12", "ResBlock12", "resnet12"]
 
 # Pixel statistics of mini-ImageNet used by RFS / SCL data pipelines.
 
@@ -101,13 +101,7 @@ class ResNet12(ClassifierHeadMixin, nn.Module):
         return self.stages(x)
 
 
-default_cfgs = generate_default_cfgs({
-    "resnet12": dict(
-        num_classes=64, input_size=(3, 84, 84), pool_size=(5, 5), crop_pct=1.0,
-        interpolation="bilinear", mean=MINI_IMAGENET_MEAN, std=MINI_IMAGENET_STD,
-        first_conv="stages.0.convs.0.0", classifier="fc", license="mit",
-    ),
-})
+default_cfgs = generate_default_cfgs({"resnet12": fewshot_pretrained_cfg("stages.0.convs.0.0")})
 
 
 @register_model
