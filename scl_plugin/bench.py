@@ -40,6 +40,9 @@ class MethodSpec:
     # Start from another method of the suite: ProtoNet/MAML initialise their backbone from it
     # (episodic.init_from), CE/SCL distil it as teacher (distill.teacher).
     init_from_method: Optional[str] = None
+    # Train nothing: score the finished run of an earlier method of the suite with this row's
+    # config (e.g. SimpleShot = the CE run evaluated with eval.classifier=simpleshot).
+    run_of: Optional[str] = None
 
 
 @dataclass
@@ -79,6 +82,10 @@ def load_suite(path: Any, overrides: Sequence[str] = ()) -> SuiteConfig:
     for s in suite.settings:
         if len(s) != 2 or min(s) < 1:
             raise ConfigError(f"suite key 'settings': each entry is [ways, shots] >= 1, got {s}")
+    for i, m in enumerate(suite.methods):
+        if m.run_of is not None and m.run_of not in names[:i]:
+            raise ConfigError(f"suite {path}: method {m.name!r}: run_of={m.run_of!r} must name an earlier "
+                              f"method of the suite, one of {names[:i]}")
     if suite.reference is not None and suite.reference not in names:
         raise ConfigError(f"suite key 'reference': {suite.reference!r} is not one of {names}")
     suite._path = path  # type: ignore[attr-defined]
@@ -129,7 +136,7 @@ def challenge_accuracies(method, cfg: Config) -> np.ndarray:
     method.eval()
     model = method.adapt if clf == "native" else method.backbone
     return evaluate_episodes(model, episodes, n_support, 1, None, classifier=clf, split=split, progress=False,
-                             C=cfg.eval.C)
+                             C=cfg.eval.C, **pipeline.classifier_kwargs(method, cfg))
 
 
 def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print) -> List[Dict[str, Any]]:
@@ -144,16 +151,22 @@ def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print) 
     for ds in suite.datasets:
         for spec in suite.methods:
             cfg = method_config(suite, spec, ds, run_root)
-            done = pipeline.is_done(cfg)
+            source = dataclasses.replace(cfg, run_dir=str(run_root / ds.name / spec.run_of)) if spec.run_of else cfg
+            done = pipeline.is_done(source)
             if not done and max_methods is not None and trained >= max_methods:
                 log(f"[suite] stopping before {spec.name}: budget of {max_methods} trained method(s) reached")
                 return rows
             label = ds.label or ds.name
-            log(f"[suite] {label} / {spec.name}: " + ("reusing finished checkpoint" if done else "training"))
+            log(f"[suite] {label} / {spec.name}: " + (f"evaluating the run of {spec.run_of}" if spec.run_of else
+                                                       "reusing finished checkpoint" if done else "training"))
             data = build_fewshot(cfg.data, seed=cfg.seed)
-            method = pipeline.train(cfg, data=data, accelerator=acc)
-            trained += 0 if done else 1
-            train_s = pipeline.train_seconds(cfg)
+            if spec.run_of:
+                method, _ = pipeline.load_trained(source.run_dir, data)   # no training of its own
+                train_s = 0.0
+            else:
+                method = pipeline.train(cfg, data=data, accelerator=acc)
+                trained += 0 if done else 1
+                train_s = pipeline.train_seconds(cfg)
             for ways, shots in suite.settings:
                 test_cfg = dataclasses.replace(cfg.data, ways=ways, shots=shots, queries=suite.queries,
                                                test_episodes=suite.test_episodes, episode_seed=suite.episode_seed)

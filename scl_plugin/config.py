@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "SCLLossConfig", "DistillConfig",
     "TrainConfig", "EpisodicConfig", "EvalConfig", "Config", "load_config", "to_yaml",
-    "METHODS", "DATASETS",
+    "METHODS", "EPISODIC_METHODS", "DATASETS",
 ]
 
 DATASETS = (
@@ -33,7 +33,10 @@ DATASETS = (
     "cub", "folder",     # cross-domain test sets
     "synthetic",         # generated separable images, for tests and smoke runs
 )
-METHODS = ("ce", "scl", "protonet", "maml", "fomaml", "scl_protonet")
+# Episodic methods (meta-trained on tasks by the episodic loop, scored by their own `adapt`).
+EPISODIC_METHODS = ("protonet", "scl_protonet", "maml", "fomaml",
+                    "anil", "metasgd", "metaoptnet", "r2d2", "meta_baseline")
+METHODS = ("ce", "scl") + EPISODIC_METHODS
 
 
 class ConfigError(ValueError):
@@ -126,7 +129,8 @@ class TrainConfig:
 
 @dataclass
 class EpisodicConfig:
-    """Meta-training of MAML / ProtoNet."""
+    """Meta-training of the episodic methods (MAML, ProtoNet, ANIL, Meta-SGD, MetaOptNet, R2-D2,
+    Meta-Baseline)."""
     meta_iterations: int = 1000
     meta_batch_size: int = 4
     meta_lr: float = 1e-3
@@ -134,15 +138,21 @@ class EpisodicConfig:
     inner_steps: int = 1
     eval_inner_steps: int = 3
     distance: str = choices("euclidean", "cosine", default="euclidean")
-    init_from: Optional[str] = None   # checkpoint to initialise the backbone (SCL -> ProtoNet)
+    init_from: Optional[str] = None   # checkpoint to initialise the backbone (SCL -> ProtoNet, Meta-Baseline)
+    first_order: bool = False         # ANIL / Meta-SGD: first-order meta-gradient
+    scale_init: float = 10.0          # learnable logit scale: Meta-Baseline 10, MetaOptNet / R2-D2 1
+    svm_C: float = 0.1                # MetaOptNet: SVM regularisation C
+    svm_iters: int = 3                # MetaOptNet: QP solver iterations (train and test)
+    ridge_lambda: float = 1.0         # R2-D2: initial ridge penalty (learned)
 
 
 @dataclass
 class EvalConfig:
     # auto: logistic regression for pretrained embeddings (CE/SCL/distilled, the paper's
     # protocol), the method's own rule for ProtoNet (prototypes) and MAML (fine-tuning).
+    # simpleshot: nearest centroid on CL2N features (base-class mean removed, L2-normalised).
     classifier: str = choices("auto", "logreg", "logreg_sklearn", "proto_cosine", "proto_euclidean",
-                              "native", default="auto")
+                              "native", "simpleshot", default="auto")
     C: float = 1.0               # inverse L2 strength, as scikit-learn's LogisticRegression
     max_iter: int = 1000
     tol: float = 1e-4
@@ -215,12 +225,15 @@ def _check_values(cfg: Config) -> None:
         if v < 1:
             raise ConfigError(f"config key '{key}': must be >= 1, got {v}")
     for key, v in (("train.lr", cfg.train.lr), ("distill.lr", cfg.distill.lr), ("episodic.meta_lr", cfg.episodic.meta_lr),
-                   ("distill.kd_temperature", cfg.distill.kd_temperature), ("eval.C", cfg.eval.C)):
+                   ("distill.kd_temperature", cfg.distill.kd_temperature), ("eval.C", cfg.eval.C),
+                   ("episodic.scale_init", cfg.episodic.scale_init), ("episodic.svm_C", cfg.episodic.svm_C),
+                   ("episodic.svm_iters", cfg.episodic.svm_iters),
+                   ("episodic.ridge_lambda", cfg.episodic.ridge_lambda)):
         if v <= 0:
             raise ConfigError(f"config key '{key}': must be > 0, got {v}")
     if d.num_workers < 0:
         raise ConfigError(f"config key 'data.num_workers': must be >= 0, got {d.num_workers}")
-    if d.queries < (1 if cfg.method in ("protonet", "scl_protonet", "maml", "fomaml") else 0):
+    if d.queries < (1 if cfg.method in EPISODIC_METHODS else 0):
         raise ConfigError(f"config key 'data.queries': must be >= 1 for episodic training, got {d.queries}")
     if cfg.distill.teacher and cfg.distill.generations < 1:
         raise ConfigError("config key 'distill.teacher' needs distill.generations >= 1 (a teacher with no "

@@ -20,18 +20,37 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from .algorithms import SCL, Distiller, MAMLMethod, ProtoNet
+from .algorithms import ANIL, R2D2, SCL, Distiller, MAMLMethod, MetaBaseline, MetaOptNet, MetaSGDMethod, ProtoNet
 from .backbones import create_backbone
-from .config import Config, ConfigError, load_config, to_dict, to_yaml
+from .config import EPISODIC_METHODS, Config, ConfigError, load_config, to_dict, to_yaml
 from .data import FewShotData, build_fewshot
 from .evaluation import evaluate as evaluate_episodes
+from .evaluation.simpleshot import base_mean as simpleshot_base_mean
 from . import training
 from .training import CheckpointError, EpisodeBatches, FlatBatches, Trainer, load_checkpoint
 from .utils import atomic_write_json, atomic_write_text, expand, seed_everything
 
-EPISODIC = ("protonet", "scl_protonet", "maml", "fomaml")
+EPISODIC = EPISODIC_METHODS
 DEFAULT_CLASSIFIER = {"ce": "logreg", "scl": "logreg", "protonet": "proto_euclidean",
-                      "scl_protonet": "proto_euclidean", "maml": "native", "fomaml": "native"}
+                      "scl_protonet": "proto_euclidean", "maml": "native", "fomaml": "native",
+                      "anil": "native", "metasgd": "native", "metaoptnet": "native", "r2d2": "native",
+                      "meta_baseline": "native"}
+# Methods that only fine-tune a pretrained backbone: they need episodic.init_from.
+NEEDS_INIT = {"scl_protonet": "SCL", "meta_baseline": "CE or SCL"}
+
+# Episodic methods built from (backbone, cfg): one line each.
+EPISODIC_BUILDERS: Dict[str, Callable[[nn.Module, Config], nn.Module]] = {
+    "anil": lambda b, c: ANIL(b, c.data.ways, c.data.shots, c.data.queries, c.episodic.inner_lr,
+                              c.episodic.inner_steps, c.episodic.eval_inner_steps, c.episodic.first_order),
+    "metasgd": lambda b, c: MetaSGDMethod(b, c.data.ways, c.data.shots, c.data.queries, c.episodic.inner_lr,
+                                          c.episodic.inner_steps, c.episodic.eval_inner_steps,
+                                          c.episodic.first_order),
+    "metaoptnet": lambda b, c: MetaOptNet(b, c.data.ways, c.data.shots, c.data.queries, c.episodic.svm_C,
+                                          c.episodic.svm_iters, c.episodic.scale_init),
+    "r2d2": lambda b, c: R2D2(b, c.data.ways, c.data.shots, c.data.queries, c.episodic.ridge_lambda,
+                              c.episodic.scale_init),
+    "meta_baseline": lambda b, c: MetaBaseline(b, c.data.ways, c.data.shots, c.data.queries, c.episodic.scale_init),
+}
 
 
 def classifier_for(cfg: Config) -> str:
@@ -51,10 +70,12 @@ def build_method(cfg: Config, data: FewShotData, *, gather: bool = False, init: 
     if cfg.method in ("ce", "scl"):
         loss = cfg.loss if cfg.method == "scl" else dataclasses.replace(cfg.loss, lambda_global=0.0, lambda_spatial=0.0)
         return SCL(backbone, data.num_classes, loss, gather=gather)
-    if cfg.method == "scl_protonet" and not e.init_from:
-        raise ConfigError("method scl_protonet needs episodic.init_from=<SCL run dir or checkpoint>")
+    if cfg.method in NEEDS_INIT and not e.init_from:
+        raise ConfigError(f"method {cfg.method} needs episodic.init_from=<{NEEDS_INIT[cfg.method]} run dir or checkpoint>")
     if init and e.init_from:
         init_backbone(backbone, e.init_from)
+    if cfg.method in EPISODIC_BUILDERS:
+        return EPISODIC_BUILDERS[cfg.method](backbone, cfg)
     if cfg.method in ("protonet", "scl_protonet"):
         return ProtoNet(backbone, d.ways, d.shots, d.queries, e.distance)
     return MAMLMethod(backbone, d.ways, d.shots, d.queries, e.inner_lr, e.inner_steps, e.eval_inner_steps,
@@ -236,4 +257,17 @@ def evaluate(method: nn.Module, cfg: Config, tasks: Any, ways: int, shots: int, 
     return evaluate_episodes(method.backbone, tasks, ways, shots, queries, classifier=clf, flip=cfg.eval.flip,
                              batch_episodes=cfg.eval.batch_episodes, C=cfg.eval.C, max_iter=cfg.eval.max_iter,
                              tol=cfg.eval.tol, indices=indices,
-                             progress=progress)
+                             progress=progress, **classifier_kwargs(method, cfg))
+
+
+def classifier_kwargs(method: nn.Module, cfg: Config) -> Dict[str, Any]:
+    """Extra inputs of the configured classifier: SimpleShot's base-class mean feature, computed
+    once per method on the un-augmented training split of ``cfg.data`` and kept on the module."""
+    if classifier_for(cfg) != "simpleshot":
+        return {}
+    mean = getattr(method, "_simpleshot_mean", None)
+    if mean is None:
+        train_set = build_fewshot(cfg.data, seed=cfg.seed).pretrain_set(augment="none")
+        mean = simpleshot_base_mean(method.backbone, train_set, flip=cfg.eval.flip)
+        method._simpleshot_mean = mean
+    return {"base_mean": mean}

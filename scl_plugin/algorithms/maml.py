@@ -34,6 +34,20 @@ class _Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
+def widen_head(head: nn.Linear, ways: int) -> nn.Linear:
+    """A ``ways``-output head whose every row is the mean of ``head``'s rows.
+
+    Evaluating at another N than meta-trained: every class starts from the mean of the
+    meta-learned head rows ("Unicorn-MAML", Ye & Chao, ICLR 2022), so the initial model is
+    permutation-invariant and any N works. The tensors are written into ``_parameters`` like
+    learn2learn's ``clone_module`` does, so ``adapt()`` updates them and gradients flow back.
+    """
+    new = nn.Linear(head.in_features, ways)
+    new._parameters["weight"] = head.weight.mean(0, keepdim=True).expand(ways, -1).clone()
+    new._parameters["bias"] = head.bias.mean().expand(ways).clone()
+    return new
+
+
 class MAMLMethod(nn.Module):
     def __init__(self, backbone: nn.Module, ways: int, shots: int, queries: int, inner_lr: float = 0.4,
                  inner_steps: int = 1, eval_inner_steps: int = 3, first_order: bool = False):
@@ -50,21 +64,19 @@ class MAMLMethod(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
+    def _clone(self, first_order=None) -> nn.Module:
+        return self.maml.clone(first_order=first_order)
+
+    def _widen(self, learner: nn.Module, ways: int) -> None:
+        learner.module.head = widen_head(learner.module.head, ways)
+
     def _adapt(self, xs: torch.Tensor, ys: torch.Tensor, steps: int, first_order=None):
-        learner = self.maml.clone(first_order=first_order)
+        learner = self._clone(first_order)
         ways = int(ys.max()) + 1
         if ways != self.ways:
-            # Evaluating at another N than meta-trained: every class starts from the mean of the
-            # meta-learned head rows ("Unicorn-MAML", Ye & Chao, ICLR 2022), so the initial
-            # model is permutation-invariant and any N works.
-            # (Written into _parameters like learn2learn's clone_module, so adapt() updates them.)
-            head = learner.module.head
-            new = nn.Linear(head.in_features, ways)
-            new._parameters["weight"] = head.weight.mean(0, keepdim=True).expand(ways, -1).clone()
-            new._parameters["bias"] = head.bias.mean().expand(ways).clone()
-            learner.module.head = new
+            self._widen(learner, ways)
         for _ in range(steps):
-            learner.adapt(F.cross_entropy(learner(xs), ys))
+            learner.adapt(F.cross_entropy(learner(xs), ys), first_order=first_order)
         return learner
 
     def loss(self, tasks: List[Sequence[torch.Tensor]]) -> Tuple[torch.Tensor, Dict[str, Any]]:

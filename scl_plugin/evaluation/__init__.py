@@ -11,6 +11,7 @@ from .features import extract_features
 from .logreg import (BatchedLogisticRegression, fit_logreg, fit_logreg_gram, fit_predict_logreg,
                      logreg_objective, predict,
                      sklearn_logreg_fit, sklearn_logreg_predict)
+from .simpleshot import base_mean, cl2n, simpleshot
 from .report import format_table, paired_table, plot_results, write_results
 from .stats import mean_ci, paired_difference
 
@@ -21,5 +22,5 @@ __all__ = [
     "logreg_objective", "predict",
     "sklearn_logreg_fit", "sklearn_logreg_predict",
     "format_table", "paired_table", "plot_results", "write_results",
-    "mean_ci", "paired_difference",
+    "mean_ci", "paired_difference", "base_mean", "cl2n", "simpleshot",
 ]

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F_
 
 from .logreg import fit_predict_logreg, sklearn_logreg_predict
+from .simpleshot import simpleshot
 
 __all__ = ["CLASSIFIERS", "classify", "prototypes", "proto_cosine", "proto_euclidean",
-           "logreg", "logreg_sklearn"]
+           "logreg", "logreg_sklearn", "simpleshot"]
 
 
 def _t(a) -> torch.Tensor:
@@ -61,15 +62,16 @@ CLASSIFIERS: Dict[str, Callable[..., torch.Tensor]] = {
     "logreg_sklearn": logreg_sklearn,
     "proto_cosine": proto_cosine,
     "proto_euclidean": proto_euclidean,
+    "simpleshot": simpleshot,
 }
 
 
 def classify(method: str, Xs, ys, Xq, ways: int, **kw) -> torch.Tensor:
     """Predict query labels (E, Q) with one of :data:`CLASSIFIERS`.
 
-    ``kw`` (``C``, ``max_iter``, ``tol``) is used by the logistic regressions and ignored
-    by the prototype classifiers. ("native" classification, where the learner adapts
-    itself, lives in :func:`scl_plugin.evaluation.episodes.evaluate`.)
+    ``kw`` (``C``, ``max_iter``, ``tol``) is used by the logistic regressions, ``base_mean``
+    by ``simpleshot``; the others ignore what they do not use. ("native" classification, where
+    the learner adapts itself, lives in :func:`scl_plugin.evaluation.episodes.evaluate`.)
     """
     try:
         fn = CLASSIFIERS[method]

@@ -72,7 +72,8 @@ def evaluate(model_or_adapt: Any, episodes: Any, ways: int, shots: int,
              batch_episodes: int = 100, progress: bool = True, C: float = 1.0,
              max_iter: int = 1000, tol: float = 1e-4, indices: Optional[Sequence[int]] = None,
              num_episodes: Optional[int] = None, split: Optional[Split] = None,
-             feature_batch_size: int = 256, desc: str = "eval") -> np.ndarray:
+             feature_batch_size: int = 256, desc: str = "eval",
+             base_mean: Optional[torch.Tensor] = None) -> np.ndarray:
     """Per-episode query accuracies (fractions in [0, 1]), in episode order.
 
     Args:
@@ -90,6 +91,9 @@ def evaluate(model_or_adapt: Any, episodes: Any, ways: int, shots: int,
             the result is in the order of ``indices`` and equals the corresponding entries
             of a full run.
         num_episodes: how many episodes to take from an iterable without ``len()``.
+        base_mean: ``"simpleshot"`` only: the mean raw feature of the base classes
+            (:func:`scl_plugin.evaluation.simpleshot.base_mean`); features are then passed
+            unnormalised, since CL2N centres before normalising.
         split: ``split(x, y, ways, shots, queries) -> xs, ys, xq, yq`` (default:
             :func:`scl_plugin.data.split_support_query`, first ``shots`` images of each
             class are support, the next ``queries`` the query set).
@@ -115,13 +119,13 @@ def evaluate(model_or_adapt: Any, episodes: Any, ways: int, shots: int,
                 if any(p[0].shape[0] != n_s or p[2].shape[0] != n_q for p in parts):
                     raise ValueError("episodes in a batch differ in support/query sizes")
                 images = torch.cat([torch.cat([xs, xq]) for xs, _, xq, _ in parts])
-                feats = extract_features(model_or_adapt, images, flip=flip,
-                                         batch_size=feature_batch_size)
+                feats = extract_features(model_or_adapt, images, flip=flip, batch_size=feature_batch_size,
+                                         normalize=classifier != "simpleshot")
                 feats = feats.reshape(len(parts), n_s + n_q, -1).cpu()
                 ys = torch.stack([p[1] for p in parts])
                 yq = torch.stack([p[3] for p in parts])
                 pred = classify(classifier, feats[:, :n_s], ys, feats[:, n_s:], ways,
-                                C=C, max_iter=max_iter, tol=tol)
+                                C=C, max_iter=max_iter, tol=tol, base_mean=base_mean)
                 accs.extend((pred.cpu() == yq).double().mean(dim=1).tolist())
             bar.update(len(batch))
     finally:

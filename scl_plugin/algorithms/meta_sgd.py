@@ -1,0 +1,38 @@
+"""Meta-SGD (Li et al., 2017) through ``learn2learn.algorithms.MetaSGD``: MAML whose inner step
+uses a learned learning rate for every parameter entry (initialised to ``inner_lr``).
+
+Everything else (backbone + linear head, BatchNorm policy, evaluation at another N) is
+:class:`~scl_plugin.algorithms.MAMLMethod`'s; only the wrapper and the head's learning
+rates at another N differ (the widened head's rates start from the mean of the learned
+rows, like its weights).
+
+Example::
+
+    method = MetaSGDMethod(backbone, ways=5, shots=1, queries=15, inner_lr=0.4, inner_steps=1)
+    loss, metrics = method.loss(tasks)
+    logits = method.adapt(xs, ys)(xq)
+"""
+from __future__ import annotations
+
+import learn2learn as l2l
+from torch import nn
+
+from .maml import MAMLMethod, _Classifier
+
+
+class MetaSGDMethod(MAMLMethod):
+    def __init__(self, backbone: nn.Module, ways: int, shots: int, queries: int, inner_lr: float = 0.4,
+                 inner_steps: int = 1, eval_inner_steps: int = 3, first_order: bool = False):
+        super().__init__(backbone, ways, shots, queries, inner_lr, inner_steps, eval_inner_steps, first_order)
+        self.maml = l2l.algorithms.MetaSGD(_Classifier(self.maml.module.backbone, ways), lr=inner_lr,
+                                           first_order=first_order)
+
+    def _clone(self, first_order=None) -> nn.Module:
+        return self.maml.clone()          # MetaSGD.clone() takes no order; adapt() gets it
+
+    def _widen(self, learner: nn.Module, ways: int) -> None:
+        super()._widen(learner, ways)
+        # the head's weight and bias are the last two parameters, hence the last two rates
+        w, b = learner.lrs[-2], learner.lrs[-1]
+        learner.lrs[-2] = w.mean(0, keepdim=True).expand(ways, -1)
+        learner.lrs[-1] = b.mean().expand(ways)

@@ -1,0 +1,52 @@
+"""SimpleShot (Wang et al., 2019, arXiv 1911.04623): nearest centroid on CL2N features.
+
+CL2N: subtract the mean feature of the *base* (training) classes, then L2-normalise; each
+query goes to the class whose support centroid is nearest in Euclidean distance. It is an
+evaluation rule on a frozen pretrained backbone (the paper uses a CE-trained one), so it
+costs no training. The features it receives are the backbone's raw pooled features (the
+evaluation skips its usual L2 normalisation for this classifier, since centring must come
+first). scikit-learn's ``NearestCentroid`` does the classification step but works on one
+episode at a time; this batched version does the same on (episodes, samples, d) tensors.
+
+Example::
+
+    mean = base_mean(backbone, data.pretrain_set(augment="none"))
+    accs = evaluate(backbone, data.test_tasks, ways=5, shots=1, queries=15,
+                    classifier="simpleshot", base_mean=mean)
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F_
+
+from .features import extract_features
+
+__all__ = ["base_mean", "cl2n", "simpleshot"]
+
+
+def cl2n(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """Centre on the base-class mean, then L2-normalise (last dimension)."""
+    return F_.normalize(x - mean.to(x.device, x.dtype), dim=-1)
+
+
+@torch.no_grad()
+def base_mean(backbone: torch.nn.Module, dataset, batch_size: int = 256, flip: bool = False) -> torch.Tensor:
+    """Mean raw feature (d,) of every image of ``dataset`` (the base classes; no augmentation)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    total, count = None, 0
+    for x, _ in loader:
+        f = extract_features(backbone, x, flip=flip, batch_size=batch_size, normalize=False)
+        total = f.sum(0) if total is None else total + f.sum(0)
+        count += f.shape[0]
+    return total / count
+
+
+def simpleshot(Xs, ys, Xq, ways: int, base_mean: Optional[torch.Tensor] = None, **_) -> torch.Tensor:
+    """Predicted labels (E, Q): nearest CL2N support centroid (Euclidean)."""
+    from .classifiers import _t, proto_euclidean
+    if base_mean is None:
+        raise ValueError("classifier 'simpleshot' needs base_mean= (the mean feature of the base classes)")
+    Xs, Xq = _t(Xs).float(), _t(Xq).float()
+    return proto_euclidean(cl2n(Xs, base_mean), ys, cl2n(Xq, base_mean), ways)
