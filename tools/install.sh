@@ -39,6 +39,14 @@ if ! "$VENV/bin/python" -c "import learn2learn" >/dev/null 2>&1; then
 fi
 
 pip install -q -c constraints.txt -e ".[test]"
-"$VENV/bin/python" -c "import scl_plugin, learn2learn, timm, torchvision, accelerate, sklearn" 2>/dev/null
+
+# MetaOptNet's SVM head (learn2learn.nn.SVClassifier) solves its QP with qpth, whose metadata
+# pins numpy<2 although its code runs on numpy 2 (tested: tests/test_baselines.py). Install it
+# without dependencies; its real runtime needs are torch, numpy and cvxpy (imported by
+# qpth.solvers at import time), which setup.cfg installs.
+if ! "$VENV/bin/python" -c "import qpth.qp" >/dev/null 2>&1; then
+    pip install -q --no-deps qpth==0.0.18
+fi
+"$VENV/bin/python" -c "import scl_plugin, learn2learn, timm, torchvision, accelerate, sklearn, qpth.qp" 2>/dev/null
 echo "$want" > "$STAMP"
 echo "environment ready: $VENV"

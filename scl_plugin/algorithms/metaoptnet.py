@@ -29,6 +29,11 @@ class MetaOptNet(EpisodicHead):
     def __init__(self, backbone: nn.Module, ways: int, shots: int, queries: int, C_reg: float = 0.1,
                  max_iters: int = 3, scale_init: float = 1.0):
         super().__init__(backbone, ways, shots, queries)
+        try:
+            import qpth.qp  # noqa: F401
+        except ImportError:
+            raise ImportError("MetaOptNet needs qpth: run tools/install.sh (it installs qpth==0.0.18 with "
+                              "--no-deps, since qpth's metadata pins numpy<2)") from None
         self.C_reg, self.max_iters = C_reg, max_iters
         self.scale = nn.Parameter(torch.tensor(float(scale_init)))
 
