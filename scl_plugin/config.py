@@ -34,7 +34,7 @@ DATASETS = (
     "synthetic",         # generated separable images, for tests and smoke runs
 )
 # Episodic methods (meta-trained on tasks by the episodic loop, scored by their own `adapt`).
-EPISODIC_METHODS = ("protonet", "scl_protonet", "maml", "fomaml",
+EPISODIC_METHODS = ("protonet", "maml", "fomaml", "scl_protonet",
                     "anil", "metasgd", "metaoptnet", "r2d2", "meta_baseline")
 METHODS = ("ce", "scl") + EPISODIC_METHODS
 
