@@ -12,7 +12,7 @@ from scl_plugin import pipeline
 from scl_plugin.algorithms import ridge_logits
 from scl_plugin.bench import load_suite, run_suite
 from scl_plugin.config import ConfigError, load_config
-from scl_plugin.data import build_fewshot
+from scl_plugin.data import build_fewshot, split_support_query
 from scl_plugin.evaluation import base_mean, cl2n, simpleshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,6 +135,10 @@ def test_simpleshot_on_ce_features(real, ce_run):
         [data.pretrain_set(augment="none")[i][0] for i in range(len(data.train_set))])).mean(0), atol=1e-4)
     accs = pipeline.evaluate(method, cfg, episodes, 5, 1, 5, progress=False)
     assert accs.mean() > 0.5, accs.mean()
+    # the per-episode adapt() path gives the same answers as the batched evaluation
+    xs, ys, xq, yq = split_support_query(*episodes[0], 5, 1, 5)
+    logits = method.adapt(xs, ys, classifier="simpleshot", base_mean=mean)(xq)
+    assert (logits.argmax(-1) == yq).float().mean().item() == pytest.approx(accs[0], abs=1e-6)
 
 
 def test_ridge_head_matches_sklearn_ridge():

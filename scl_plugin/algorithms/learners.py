@@ -3,7 +3,8 @@
 ``FeatureLearner.fit`` embeds the support set with the frozen backbone (eval mode, no grad),
 L2-normalises the features and fits the requested classifier: logistic regression (the
 paper's protocol, solved by :func:`scl_plugin.evaluation.logreg.fit_logreg`, the same
-solver the batched evaluation uses) or nearest prototype. This is the per-episode
+solver the batched evaluation uses), nearest prototype, or SimpleShot's nearest centroid on
+CL2N features (``base_mean=`` required). This is the per-episode
 ``adapt()`` path; bulk evaluation batches many episodes through the same solvers.
 """
 from __future__ import annotations
@@ -16,37 +17,44 @@ from torch import nn
 
 from ..evaluation.features import model_device
 from ..evaluation.logreg import decision_function, fit_logreg
+from ..evaluation.simpleshot import cl2n
 
 
 class FeatureLearner(nn.Module):
-    def __init__(self, backbone: nn.Module, classifier: str, ways: int, W=None, b=None, protos=None):
+    def __init__(self, backbone: nn.Module, classifier: str, ways: int, W=None, b=None, protos=None,
+                 base_mean=None):
         super().__init__()
         self.backbone, self.classifier, self.ways = backbone, classifier, ways
-        self.W, self.b, self.protos = W, b, protos
+        self.W, self.b, self.protos, self.base_mean = W, b, protos, base_mean
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised features; CL2N (centred on the base mean first) for SimpleShot."""
         was_training = self.backbone.training
         self.backbone.eval()
         try:
-            return F.normalize(self.backbone(x.to(model_device(self.backbone))), dim=-1)
+            z = self.backbone(x.to(model_device(self.backbone)))
+            return cl2n(z, self.base_mean) if self.classifier == "simpleshot" else F.normalize(z, dim=-1)
         finally:
             self.backbone.train(was_training)
 
     @classmethod
     def fit(cls, backbone: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
-            classifier: str = "logreg", C: float = 1.0, **_: Any) -> "FeatureLearner":
+            classifier: str = "logreg", C: float = 1.0, base_mean=None, **_: Any) -> "FeatureLearner":
         ways = int(support_y.max()) + 1
-        learner = cls(backbone, classifier, ways)
+        if classifier == "simpleshot" and base_mean is None:
+            raise ValueError("classifier 'simpleshot' needs base_mean= (the mean feature of the base classes)")
+        learner = cls(backbone, classifier, ways, base_mean=base_mean)
         z = learner.embed(support_x)
         support_y = support_y.to(z.device)
         if classifier == "logreg":
             learner.W, learner.b = fit_logreg(z[None], support_y[None], ways, C=C)
-        elif classifier in ("proto_cosine", "proto_euclidean"):
+        elif classifier in ("proto_cosine", "proto_euclidean", "simpleshot"):
             protos = torch.zeros(ways, z.shape[-1], dtype=z.dtype, device=z.device).index_add(0, support_y, z)
             learner.protos = protos / torch.bincount(support_y, minlength=ways).clamp(min=1)[:, None]
         else:
-            raise ValueError(f"unknown classifier {classifier!r}: use logreg, proto_cosine or proto_euclidean")
+            raise ValueError(f"unknown classifier {classifier!r}: use logreg, proto_cosine, proto_euclidean "
+                             f"or simpleshot")
         return learner
 
     @torch.no_grad()
