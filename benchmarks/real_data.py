@@ -142,6 +142,28 @@ def comparison_lines(per_episode: dict) -> list:
     return header + lines
 
 
+def paired_lines(per_episode: dict, names: list, reference: str) -> list:
+    """Every method minus ``reference`` on the same episodes (percentage points, 95% CI), one
+    row per method, one column per setting."""
+    keys = sorted(per_episode)
+    header = ["| method | " + " | ".join(k.replace("|", " ", 1).replace("|", "w") + "s" for k in keys) + " |",
+              "|---|" + "---:|" * len(keys)]
+    lines = []
+    for name in names:
+        if name == reference:
+            continue
+        cells = []
+        for k in keys:
+            by = per_episode[k]
+            if name in by and reference in by:
+                d, c = paired_difference(by[name], by[reference])
+                cells.append(f"{100 * d:+.2f} ± {100 * c:.2f}")
+            else:
+                cells.append("")
+        lines.append(f"| {name} − {reference} | " + " | ".join(cells) + " |")
+    return header + lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", default=str(ROOT / "configs/suites/omniglot-real.yaml"))
@@ -208,6 +230,12 @@ def main(argv=None) -> int:
         "| dataset | ways | shots | CE | CE+GC | CE+SC | CE+GC+SC | CE+SC − CE | CE+GC+SC − CE | paper's CE < SC ordering |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         *ordering_lines(per_episode),
+        "",
+        f"## Every method against {suite.reference or 'ce'} (paired, percentage points)",
+        "",
+        "Accuracy difference on the same episodes, mean ± 95% CI (columns: dataset, N-way K-shot):",
+        "",
+        *paired_lines(per_episode, names, suite.reference or "ce"),
         "",
         "## Other comparisons (paired, percentage points)",
         "",
