@@ -187,13 +187,14 @@ class Trainer:
         self._batches: Any = None
 
     def _compile(self, method: torch.nn.Module) -> None:
-        """``torch.compile`` the backbone in place (parameter names, hence checkpoints, unchanged)."""
+        """``torch.compile`` the backbone's ``forward_spatial`` (what every loss and ``forward`` call),
+        as an instance attribute: parameter names, hence checkpoints, are unchanged."""
         backbone = getattr(method, "backbone", None)
         if backbone is None or hasattr(method, "maml"):
             raise TrainingError(f"{self.desc}: train.compile=true works for methods with a plain backbone "
                                 f"(ce, scl, protonet, scl_protonet), not {type(method).__name__} "
                                 f"(learn2learn's MAML clones the module every task); set train.compile=false")
-        backbone.compile()
+        backbone.forward_spatial = torch.compile(backbone.forward_spatial)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, Any]:
