@@ -59,9 +59,9 @@ def _import_package() -> None:
     from scl_plugin.backbones import create_backbone
     from scl_plugin.config import DataConfig, ModelConfig, SCLLossConfig
     from scl_plugin.losses import SpatialAttention, spatial_contrastive_loss, supcon_from_similarity
-FULL = dict(size=84, batch=64, warmup=5, iters=20, sc_grid_b=(256, 512), sc_grid_hw=(25, 49), sc_d=640,
+FULL = dict(model_kwargs={}, size=84, batch=64, warmup=5, iters=20, sc_grid_b=(256, 512), sc_grid_hw=(25, 49), sc_d=640,
             train_classes=64, per_class=60, loader_batches=40, eval_episodes=300)
-TINY = dict(size=32, batch=4, warmup=1, iters=2, sc_grid_b=(16, 32), sc_grid_hw=(4, 9), sc_d=32,
+TINY = dict(model_kwargs={"widths": [8, 16, 16, 32]}, size=32, batch=4, warmup=1, iters=2, sc_grid_b=(16, 32), sc_grid_hw=(4, 9), sc_d=32,
             train_classes=8, per_class=20, loader_batches=4, eval_episodes=4)
 SC_KEY = (256, 49)          # configuration of sc_time_ratio / sc_mem_ratio
 DP = 80
@@ -109,7 +109,7 @@ def is_oom(e: BaseException) -> bool:
 # ----------------------------------------------------------------------------- training step
 def step_bench(device, p, loss_name: str, precision: str, channels_last: bool = False) -> dict:
     torch.manual_seed(0)
-    backbone = create_backbone(ModelConfig(name="resnet12"), in_chans=3, image_size=p["size"])
+    backbone = create_backbone(ModelConfig(name="resnet12", kwargs=p["model_kwargs"]), in_chans=3, image_size=p["size"])
     method = SCL(backbone, 64, SCLLossConfig(**LOSS_WEIGHTS[loss_name])).to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     method.to(memory_format=fmt)
@@ -136,7 +136,7 @@ def step_bench(device, p, loss_name: str, precision: str, channels_last: bool = 
 
 def protonet_step_bench(device, p, precision: str = "bf16") -> dict:
     torch.manual_seed(0)
-    backbone = create_backbone(ModelConfig(name="resnet12"), in_chans=3, image_size=p["size"])
+    backbone = create_backbone(ModelConfig(name="resnet12", kwargs=p["model_kwargs"]), in_chans=3, image_size=p["size"])
     method = ProtoNet(backbone, ways=5, shots=1, queries=15).to(device)
     opt = torch.optim.Adam(method.parameters(), lr=1e-3)
     s = p["size"]
@@ -275,7 +275,7 @@ def data_and_eval(device, p, work: Path) -> dict:
     del episodes
 
     torch.manual_seed(0)
-    backbone = create_backbone(ModelConfig(name="resnet12"), in_chans=3, image_size=84).to(device).eval()
+    backbone = create_backbone(ModelConfig(name="resnet12", kwargs=p["model_kwargs"]), in_chans=3, image_size=84).to(device).eval()
     for shots in (1, 5):
         tasks = make_taskset(data.test_meta, 5, shots, 15, p["eval_episodes"], seed="gpu-bench", where="bench test")
         evaluate(backbone, tasks, 5, shots, 15, classifier="logreg", progress=False, num_episodes=min(2, len(tasks)))
