@@ -24,8 +24,12 @@ import torch
 __all__ = ["supcon_from_similarity", "make_keys", "in_fp32"]
 
 
+_LOW = (torch.float16, torch.bfloat16)
+
+
 def in_fp32(fn):
-    """Decorator: run ``fn`` with autocast off and its floating-point tensor arguments in float32.
+    """Decorator: run ``fn`` with autocast off and its fp16/bf16 tensor arguments in float32
+    (float32 and float64 arguments are left as they are).
 
     Mixed precision (``train.mixed_precision=bf16|fp16``) keeps the backbone and the projection
     MLPs in low precision but the contrastive similarities, their softmax and logsumexp in
@@ -37,7 +41,7 @@ def in_fp32(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         cast = {}
-        args = [cast.setdefault(id(a), a.float()) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+        args = [cast.setdefault(id(a), a.float()) if isinstance(a, torch.Tensor) and a.dtype in _LOW else a
                 for a in args]
         device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
         with torch.autocast(device_type=device, enabled=False):
