@@ -88,7 +88,10 @@ class SCLLossConfig:
     tau_spatial: float = 0.1
     proj_dim: int = 80           # projection size d' of both heads
     chunk_size: int = 0          # SC loss anchor chunk; 0 = automatic
-    aggregation: str = choices("mean", "sum", "max", default="mean")
+    # Spatial similarity aggregation over positions of the summed directional cosines
+    # (authors' models/attention.py): mean, sum, max, or logsum = (1/lambda_lse) log sum exp(lambda_lse x).
+    aggregation: str = choices("mean", "sum", "max", "logsum", default="mean")
+    lambda_lse: float = 6.0
 
 
 @dataclass
