@@ -151,6 +151,15 @@ class EvalConfig:
     tol: float = 1e-4
     flip: bool = False           # average features of the image and its horizontal flip
     batch_episodes: int = 100
+    # pooled: one probe on the pooled features (RFS). scl: the SCL authors' eval/meta_eval.py,
+    # used for the logistic-regression classifiers (CE/SCL/distilled embeddings): each support
+    # image replaced by `support_augment` copies through the dataset's standard training
+    # augmentation, one probe on pooled and one on AdaptiveMaxPool2d(2) spatial features,
+    # class probabilities combined by `combine` (sum or element-wise max).
+    protocol: str = choices("pooled", "scl", default="pooled")
+    combine: str = choices("sum", "max", default="sum")
+    support_augment: int = 0     # augmented copies per support image (protocol scl); 0 = none
+    ci: str = choices("normal", "t", default="normal")   # 95% CI: 1.96 or Student's t (n-1 dof)
 
 
 @dataclass
@@ -231,6 +240,14 @@ def _check_values(cfg: Config) -> None:
     for key in ("tau_global", "tau_spatial"):
         if getattr(cfg.loss, key) <= 0:
             raise ConfigError(f"config key 'loss.{key}': must be > 0")
+    if cfg.eval.support_augment < 0:
+        raise ConfigError(f"config key 'eval.support_augment': must be >= 0, got {cfg.eval.support_augment}")
+    if cfg.eval.protocol == "scl" and cfg.eval.flip:
+        raise ConfigError("config key 'eval.flip': flip averaging is not part of the SCL protocol; "
+                          "set eval.flip=false or eval.protocol=pooled")
+    if cfg.eval.support_augment > 0 and cfg.eval.protocol != "scl":
+        raise ConfigError("config key 'eval.support_augment': support augmentation belongs to the SCL "
+                          "protocol; set eval.protocol=scl or eval.support_augment=0")
     if d.test_dataset is not None and d.test_dataset not in DATASETS:
         raise ConfigError(f"config key 'data.test_dataset': got {d.test_dataset!r}, "
                           f"allowed: {', '.join(DATASETS)}")

@@ -24,6 +24,8 @@ from .algorithms import SCL, Distiller, MAMLMethod, ProtoNet
 from .backbones import create_backbone
 from .config import Config, ConfigError, load_config, to_dict, to_yaml
 from .data import FewShotData, build_fewshot
+from .data.transforms import ImageSet, stats_for
+from .evaluation import SupportAugment
 from .evaluation import evaluate as evaluate_episodes
 from . import training
 from .training import CheckpointError, EpisodeBatches, FlatBatches, Trainer, load_checkpoint
@@ -36,6 +38,34 @@ DEFAULT_CLASSIFIER = {"ce": "logreg", "scl": "logreg", "protonet": "proto_euclid
 
 def classifier_for(cfg: Config) -> str:
     return DEFAULT_CLASSIFIER[cfg.method] if cfg.eval.classifier == "auto" else cfg.eval.classifier
+
+
+def protocol_for(cfg: Config) -> str:
+    """``eval.protocol`` where it applies (logistic-regression probes of an embedding); ProtoNet
+    and MAML keep their own rule (prototypes, fine-tuning), i.e. ``"pooled"``."""
+    scl = cfg.eval.protocol == "scl" and classifier_for(cfg) in ("logreg", "logreg_sklearn")
+    return "scl" if scl else "pooled"
+
+
+def support_augment_for(cfg: Config, tasks: Any = None) -> Optional[SupportAugment]:
+    """The SCL protocol's support augmentation for ``cfg`` (None when it does not apply).
+
+    The images' kind and normalisation come from the episodes' own ImageSet when ``tasks`` is
+    a task set built by :func:`build_fewshot`; otherwise (e.g. the Omniglot challenge runs,
+    normalised like omniglot-small) from the test dataset's name.
+    """
+    if protocol_for(cfg) != "scl" or cfg.eval.support_augment <= 0:
+        return None
+    images = getattr(getattr(tasks, "dataset", None), "dataset", None)
+    if isinstance(images, ImageSet):
+        kind, size, mean, std = images.kind, images.image_size, images.mean.flatten(), images.std.flatten()
+    else:
+        name = cfg.data.test_dataset or cfg.data.dataset
+        kind = "gray" if name.startswith("omniglot") else "rgb"
+        size = cfg.data.image_size
+        mean, std = stats_for(kind, 1 if kind == "gray" else 3)
+    return SupportAugment.standard(kind, size, mean, std, copies=cfg.eval.support_augment,
+                                   seed=cfg.data.episode_seed)
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
@@ -226,14 +256,16 @@ def load_trained(run_dir: Any, data: Optional[FewShotData] = None) -> Tuple[nn.M
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate(method: nn.Module, cfg: Config, tasks: Any, ways: int, shots: int, queries: int,
-             indices: Optional[np.ndarray] = None, progress: bool = True) -> np.ndarray:
-    """Per-episode accuracies of ``method`` on ``tasks`` with the configured classifier."""
+             indices: Optional[np.ndarray] = None, progress: bool = True, split=None) -> np.ndarray:
+    """Per-episode accuracies of ``method`` on ``tasks`` with the configured classifier and
+    protocol (``cfg.eval``); ``split`` as in :func:`scl_plugin.evaluation.evaluate`."""
     clf = classifier_for(cfg)
     method.eval()
     if clf == "native":
         return evaluate_episodes(method.adapt, tasks, ways, shots, queries, classifier="native",
-                                 indices=indices, progress=progress)
+                                 indices=indices, progress=progress, split=split)
     return evaluate_episodes(method.backbone, tasks, ways, shots, queries, classifier=clf, flip=cfg.eval.flip,
                              batch_episodes=cfg.eval.batch_episodes, C=cfg.eval.C, max_iter=cfg.eval.max_iter,
-                             tol=cfg.eval.tol, indices=indices,
-                             progress=progress)
+                             tol=cfg.eval.tol, indices=indices, progress=progress, split=split,
+                             protocol=protocol_for(cfg), combine=cfg.eval.combine,
+                             support_augment=support_augment_for(cfg, tasks))

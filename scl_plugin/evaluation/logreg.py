@@ -66,7 +66,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "fit_logreg", "fit_logreg_gram", "fit_predict_logreg", "predict", "decision_function",
+    "fit_logreg", "fit_logreg_gram", "fit_predict_logreg", "fit_predict_proba_logreg", "predict",
+    "decision_function", "sklearn_logreg_predict_proba",
     "logreg_objective",
     "BatchedLogisticRegression", "sklearn_logreg_fit", "sklearn_logreg_predict",
 ]
@@ -401,13 +402,13 @@ def _solve(F, Y, C, max_iter, tol, hessian_dtype, solver):
     return theta[:, :-1] @ P.T, theta[:, -1] @ P.T                      # (E, r, K), (E, K)
 
 
-def _fit_predict_logreg_impl(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_iter: int = 1000,
-                       tol: float = 1e-4, dtype: torch.dtype = torch.float64,
-                       solver: str = "newton-cg") -> torch.Tensor:
-    """Fit on (Xs, ys) and predict Xq, per episode: labels (E, Q). Same result as
-    :func:`fit_logreg` + :func:`predict` up to the precision of the inputs, faster: when
-    d > S it works from the inner products ``Xs Xs^T`` and ``Xq Xs^T`` instead of
-    d-dimensional weights."""
+def _fit_logits_logreg_impl(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_iter: int = 1000,
+                            tol: float = 1e-4, dtype: torch.dtype = torch.float64,
+                            solver: str = "newton-cg") -> torch.Tensor:
+    """Fit on (Xs, ys) and score Xq, per episode: query logits (E, Q, K) in ``dtype``. Same
+    result as :func:`fit_logreg` + :func:`decision_function` up to the precision of the
+    inputs, faster: when d > S it works from the inner products ``Xs Xs^T`` and ``Xq Xs^T``
+    instead of d-dimensional weights."""
     Xs, Xq = _as_tensor(Xs), _as_tensor(Xq)
     E, S, d = Xs.shape
     threads = _threads_for(Xs)
@@ -415,7 +416,7 @@ def _fit_predict_logreg_impl(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_i
         with _torch_threads(threads):
             W, b = _fit_logreg_impl(Xs, ys, num_classes, C=C, max_iter=max_iter, tol=tol, dtype=dtype,
                                     solver=solver)
-        return predict(Xq, W, b)
+        return decision_function(Xq, W, b)
     # Inner products in the features' own precision (for float32 features a relative error
     # ~1e-7, far below scikit-learn's own tolerance), everything after in `dtype`: this
     # avoids float64 copies of all the d-dimensional features, the dominant cost otherwise.
@@ -425,7 +426,7 @@ def _fit_predict_logreg_impl(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_i
     Kq = (Xq @ Xs.transpose(1, 2)).to(dtype)                             # (E, Q, S)
     with _torch_threads(threads):
         M, b = _fit_logreg_gram_impl(G, ys, num_classes, C=C, max_iter=max_iter, tol=tol, solver=solver)
-    return (Kq @ M + b.unsqueeze(1)).argmax(dim=-1)
+    return Kq @ M + b.unsqueeze(1)
 
 
 def _threads_for(*tensors) -> Optional[int]:
@@ -456,13 +457,23 @@ def fit_logreg_gram(G, y, num_classes: int, C: float = 1.0, max_iter: int = 1000
 def fit_predict_logreg(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_iter: int = 1000,
                        tol: float = 1e-4, dtype: torch.dtype = torch.float64,
                        solver: str = "newton-cg") -> torch.Tensor:
-    return _fit_predict_logreg_impl(Xs, ys, Xq, num_classes, C=C, max_iter=max_iter,
-                                    tol=tol, dtype=dtype, solver=solver)
+    """Fit on (Xs, ys) and predict Xq, per episode: labels (E, Q) (argmax of
+    :func:`fit_predict_proba_logreg`'s logits; first maximum on ties, like scikit-learn)."""
+    return _fit_logits_logreg_impl(Xs, ys, Xq, num_classes, C=C, max_iter=max_iter,
+                                   tol=tol, dtype=dtype, solver=solver).argmax(dim=-1)
+
+
+def fit_predict_proba_logreg(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_iter: int = 1000,
+                             tol: float = 1e-4, dtype: torch.dtype = torch.float64,
+                             solver: str = "newton-cg") -> torch.Tensor:
+    """Fit on (Xs, ys), return the query class probabilities (E, Q, K), as scikit-learn's
+    ``predict_proba`` (softmax of the logits; for K == 2 the binary model's sigmoid)."""
+    return torch.softmax(_fit_logits_logreg_impl(Xs, ys, Xq, num_classes, C=C, max_iter=max_iter,
+                                                 tol=tol, dtype=dtype, solver=solver), dim=-1)
 
 
 fit_logreg.__doc__ = _fit_logreg_impl.__doc__
 fit_logreg_gram.__doc__ = _fit_logreg_gram_impl.__doc__
-fit_predict_logreg.__doc__ = _fit_predict_logreg_impl.__doc__
 
 
 def decision_function(X, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -546,6 +557,17 @@ def sklearn_logreg_fit(Xs, ys, num_classes: int, C: float = 1.0, max_iter: int =
         else:
             W[e], b[e] = clf.coef_.T, clf.intercept_
     return W, b
+
+
+def sklearn_logreg_predict_proba(Xs, ys, Xq, C: float = 1.0, max_iter: int = 1000,
+                                 tol: float = 1e-4) -> np.ndarray:
+    """Reference: ``LogisticRegression(C, max_iter, tol).fit(...).predict_proba(Xq)`` per
+    episode -> (E, Q, K) float64 numpy (K = number of classes in the support set)."""
+    Xs, ys, Xq = _to_numpy(Xs), _to_numpy(ys), _to_numpy(Xq)
+    out = []
+    for e in range(Xs.shape[0]):
+        out.append(_sklearn_model(C, max_iter, tol).fit(Xs[e], ys[e]).predict_proba(Xq[e]))
+    return np.stack(out) if out else np.zeros(Xq.shape[:2] + (0,))
 
 
 def sklearn_logreg_predict(Xs, ys, Xq, C: float = 1.0, max_iter: int = 1000,
