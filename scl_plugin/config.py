@@ -63,6 +63,9 @@ class DataConfig:
     test_episodes: int = 600
     episode_seed: int = 0        # test/val episodes are a function of this seed only
     augment: str = choices("none", "standard", "simclr", default="standard")
+    # Augmentation of the second view of two-view (contrastive) batches; "same" = `augment`.
+    # The authors' pretraining: first view standard, second view simclr (their aug_type).
+    augment_second_view: str = choices("same", "none", "standard", "simclr", default="same")
     batch_size: int = 64         # flat pretraining batch (per process)
     num_workers: int = 0
     cache_dir: str = "~/.cache/scl_plugin"   # writable; data roots may be read-only
@@ -104,6 +107,13 @@ class DistillConfig:
     lambda_ce: float = 0.0
     kd_temperature: float = 4.0
     teacher: Optional[str] = None  # run dir of a trained CE/SCL run to distill (skips pretraining)
+    # Defaults = the authors' train_distillation.py: L_CD on the L2-normalised pooled backbone
+    # features (the projection head gets no gradient), one augmented view per image, and a
+    # student freshly built with the backbone's own initialisation. Earlier behaviour of this
+    # package: cd_features=projection double_transform=true student_init=reset.
+    cd_features: str = choices("pooled", "projection", default="pooled")
+    double_transform: bool = False   # two views when the teacher was trained with contrastive losses
+    student_init: str = choices("backbone", "reset", default="backbone")
 
 
 @dataclass

@@ -192,7 +192,7 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
             trainer.finalize()
     else:
         two = method.needs_two_views
-        batches = FlatBatches(data.pretrain_set(two_view=two), cfg.data.batch_size, cfg.seed, cfg.data.num_workers)
+        batches = FlatBatches(_pretrain_set(cfg, data, two), cfg.data.batch_size, cfg.seed, cfg.data.num_workers)
         trainer = Trainer(method, cfg.train, run_dir / "train", epochs=cfg.train.epochs, accelerator=acc,
                           validate=validate, meta=meta, config=to_dict(cfg), desc=cfg.method)
         if not trainer.fit(batches, batches.steps_per_epoch, resume=resume).finished:
@@ -215,10 +215,23 @@ def is_done(cfg: Config) -> bool:
     return all(p.exists() for p in final_checkpoints(cfg))
 
 
+def _backbone_factory(cfg: Config, data: FewShotData) -> Callable[[], nn.Module]:
+    """Builds a fresh backbone of ``cfg.model`` (a distillation student's)."""
+    return lambda: create_backbone(cfg.model, in_chans=data.channels, image_size=data.image_size)
+
+
+def _pretrain_set(cfg: Config, data: FewShotData, two_view: bool):
+    """Flat training set; the second view uses ``data.augment_second_view`` when set."""
+    second = cfg.data.augment_second_view
+    if two_view and second != "same":
+        return data.pretrain_set(two_view=True, second_augment=second)
+    return data.pretrain_set(two_view=two_view)
+
+
 def _distill(cfg: Config, data: FewShotData, teacher: SCL, acc: Accelerator, validate, resume: bool) -> nn.Module:
     run_dir, d = expand(cfg.run_dir), cfg.distill
     for g in range(1, d.generations + 1):
-        module = Distiller.from_teacher(teacher, d)
+        module = Distiller.from_teacher(teacher, d, new_backbone=_backbone_factory(cfg, data))
         tcfg = dataclasses.replace(cfg.train, epochs=d.epochs, lr=d.lr)
         ckpt_dir = run_dir / f"distill-{g}"
         meta = {"method": f"{cfg.method}-distill", "backbone": cfg.model.name, "num_classes": data.num_classes}
@@ -226,7 +239,8 @@ def _distill(cfg: Config, data: FewShotData, teacher: SCL, acc: Accelerator, val
         if final.exists() and resume:
             _load_weights(module, final, meta)
         else:
-            batches = FlatBatches(data.pretrain_set(two_view=teacher.needs_two_views), cfg.data.batch_size,
+            two = teacher.needs_two_views and d.double_transform
+            batches = FlatBatches(_pretrain_set(cfg, data, two), cfg.data.batch_size,
                                   cfg.seed + g, cfg.data.num_workers)
             trainer = Trainer(module, tcfg, ckpt_dir, epochs=d.epochs, accelerator=acc, validate=validate,
                               meta=meta, config=to_dict(cfg), desc=f"distill g{g}",
@@ -248,7 +262,7 @@ def load_trained(run_dir: Any, data: Optional[FewShotData] = None) -> Tuple[nn.M
         _load_weights(method, run_dir / "train" / "final.pt")
     if cfg.method in ("ce", "scl"):
         for g in range(1, cfg.distill.generations + 1):
-            module = Distiller.from_teacher(method, cfg.distill)
+            module = Distiller.from_teacher(method, cfg.distill, new_backbone=_backbone_factory(cfg, data))
             _load_weights(module, run_dir / f"distill-{g}" / "final.pt")
             method = module.student
     return method, cfg

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F_
 
 from .features import model_device
-from .logreg import fit_predict_proba_logreg, sklearn_logreg_predict_proba
+from .logreg import fit_predict_proba_logreg_sets, sklearn_logreg_predict_proba
 
 __all__ = ["PROTOCOLS", "COMBINES", "SupportAugment", "scl_features", "scl_probabilities",
            "combine_probabilities", "scl_predict"]
@@ -113,10 +113,11 @@ def scl_probabilities(Gs, Ss, ys, Gq, Sq, ways: int, classifier: str = "logreg",
     ``G*``: global features (E, n, d), ``S*``: spatial features (E, n, 4d); ``classifier``
     ``"logreg"`` (batched torch) or ``"logreg_sklearn"`` (scikit-learn per episode).
     """
-    if classifier == "logreg":
-        fit = lambda Xs, Xq: fit_predict_proba_logreg(Xs, ys, Xq, ways, C=C, max_iter=max_iter,  # noqa: E731
-                                                      tol=tol).cpu()
-    elif classifier == "logreg_sklearn":
+    if classifier == "logreg":   # both probes in one batched solve
+        p_g, p_s = fit_predict_proba_logreg_sets([(Gs, Gq), (Ss, Sq)], ys, ways, C=C,
+                                                 max_iter=max_iter, tol=tol)
+        return p_g.cpu(), p_s.cpu()
+    if classifier == "logreg_sklearn":
         fit = lambda Xs, Xq: torch.from_numpy(sklearn_logreg_predict_proba(  # noqa: E731
             Xs, ys, Xq, C=C, max_iter=max_iter, tol=tol))
     else:
