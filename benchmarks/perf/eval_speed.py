@@ -49,7 +49,7 @@ def planted_features(seed: int = SEED):
             torch.from_numpy(yq))
 
 
-def protocol_chunk(seed: int, n: int, seps=(0.2, 0.2), jitter: float = 0.7):
+def protocol_chunk(seed: int, n: int, seps=(0.17, 0.12), jitter: float = 0.7):
     """``n`` protocol episodes: for each feature set (640-d pooled, 2,560-d spatial) random
     class means plus noise; every support image's 5 augmented copies are that image plus
     smaller noise (``jitter``), so copies are correlated as real augmentations are."""

@@ -235,6 +235,7 @@ def _newton_cg(F: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, C: float,
     Fa = torch.cat([F, F.new_ones(E, S, 1)], dim=-1)                     # (E, S, r+1)
     Fa2 = Fa.pow(2)
     Fh, Ph = Fa.float(), P.float()
+    FaT = Fa.transpose(1, 2).contiguous()     # for GEMMs with S output columns (see hvp)
     pen = F.new_ones(r + 1, 1)
     pen[-1] = 0.0                                                        # intercept unpenalised
     theta = F.new_zeros(E, r + 1, Kf)
@@ -246,9 +247,9 @@ def _newton_cg(F: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, C: float,
     for _ in range(max_iter):
         full = active.numel() == E   # plain views instead of gathers while nothing is done
         Fa_a, Y_a, th = (Fa, Y, theta) if full else (Fa[active], Y[active], theta[active])
-        Fh_a, Fa2_a = (Fh, Fa2) if full else (Fh[active], Fa2[active])
-        p = torch.softmax(Fa_a @ th @ P.T, dim=-1)                       # (e, S, K)
-        grad = C * Fa_a.transpose(1, 2) @ ((p - Y_a) @ P) + pen * th     # (e, r+1, Kf)
+        Fh_a, Fa2_a, FaT_a = (Fh, Fa2, FaT) if full else (Fh[active], Fa2[active], FaT[active])
+        p = torch.softmax((th.transpose(1, 2) @ FaT_a).transpose(1, 2) @ P.T, dim=-1)  # (e, S, K)
+        grad = C * (((p - Y_a) @ P).transpose(1, 2) @ Fa_a).transpose(1, 2) + pen * th  # (e, r+1, Kf)
         gmax = grad.abs().flatten(1).amax(dim=1) * scale
         done = gmax <= tol
         if done.all():
@@ -258,13 +259,16 @@ def _newton_cg(F: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, C: float,
             active, Fa_a, Y_a, th, p, grad, gmax = (active[keep], Fa_a[keep], Y_a[keep], th[keep],
                                                     p[keep], grad[keep], gmax[keep])
             Fh_a, Fa2_a = Fh_a[keep], Fa2_a[keep]
-        ph = p.float()
+        pT = p.float().transpose(1, 2)                                   # (e, K, S)
+        FhT_a = Fh_a.transpose(1, 2).contiguous()                        # (e, r+1, S)
 
         def hvp(v):  # H v = C Fa^T [(diag p - p p^T)(Fa v P^T)] P + pen * v, in float32
-            dl = Fh_a @ (v.float() @ Ph.T)                               # (e, S, K)
-            pdl = ph * dl
-            w = pdl - ph * pdl.sum(dim=-1, keepdim=True)
-            return (C * Fh_a.transpose(1, 2) @ (w @ Ph)).to(v.dtype) + pen * v
+            # Computed transposed, (small x r+1) @ (r+1 x S): batched GEMMs with 5 output
+            # columns measured ~2.5x slower than with 5 output rows and S columns.
+            dlT = (Ph @ v.float().transpose(1, 2)) @ FhT_a               # (e, K, S)
+            pdl = pT * dlT
+            wT = pdl - pT * pdl.sum(dim=1, keepdim=True)
+            return (C * (Ph.T @ wT) @ Fh_a).transpose(1, 2).to(v.dtype) + pen * v
 
         # Jacobi preconditioner: diag(H) = C (Fa^2)^T diag(P^T A_s P) + pen.
         diagA = (p.unsqueeze(-1) * P.pow(2)).sum(dim=-2) - (p @ P).pow(2)  # (e, S, Kf)
