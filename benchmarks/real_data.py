@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from scl_plugin import analysis, pipeline
-from scl_plugin.bench import load_suite, method_config, run_suite
+from scl_plugin.bench import challenge_cache_file, eval_cache_file, load_suite, method_config, run_suite
 from scl_plugin.data import build_fewshot
 from scl_plugin.evaluation import format_table, paired_difference
 from scl_plugin.utils import atomic_write_text, expand
@@ -164,6 +164,95 @@ def paired_lines(per_episode: dict, names: list, reference: str) -> list:
     return header + lines
 
 
+SEEDED = ["ce", "ce_sc", "ce_gc_sc"]       # ablation rows trained with several seeds
+LABELS = {"ce": "CE", "ce_sc": "CE+SC", "ce_gc_sc": "CE+GC+SC"}
+
+
+def seed_members(by: dict, base: str) -> list:
+    """The runs of ``base`` present in ``by``, seed 0 first: ``base``, ``base_seed1``, ..."""
+    extra = sorted((n for n in by if n.startswith(f"{base}_seed") and n[len(base) + 5:].isdigit()),
+                   key=lambda n: int(n[len(base) + 5:]))
+    return ([base] if base in by else []) + extra
+
+
+def seed_summary(by: dict, base: str) -> dict:
+    """Mean over training seeds of the per-seed mean accuracy, with min, max and std (ddof 1)."""
+    means = np.array([float(np.mean(by[m])) for m in seed_members(by, base)])
+    return {"seeds": len(means), "mean": float(means.mean()), "min": float(means.min()),
+            "max": float(means.max()), "std": float(means.std(ddof=1)) if len(means) > 1 else float("nan")}
+
+
+def seed_paired(by: dict, base: str, ref: str = "ce") -> dict:
+    """Paired per-episode differences ``base - ref``: per seed (seed k against seed k) and over
+    seeds (the per-episode accuracies averaged over the seeds first, then paired)."""
+    a, b = seed_members(by, base), seed_members(by, ref)
+    n = min(len(a), len(b))
+    per_seed = [paired_difference(by[a[k]], by[b[k]]) for k in range(n)]
+    avg = lambda names: np.mean([np.asarray(by[m], dtype=float) for m in names[:n]], axis=0)  # noqa: E731
+    return {"per_seed": per_seed, "over_seeds": paired_difference(avg(a), avg(b)), "seeds": n}
+
+
+def _pp(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
+def seed_lines(per_episode: dict) -> list:
+    """Markdown: mean [min, max] over seeds of CE, CE+SC, CE+GC+SC and the paired differences."""
+    lines = ["| dataset | ways | shots | seeds | " + " | ".join(LABELS[m] for m in SEEDED)
+             + " | CE+SC − CE per seed | CE+SC − CE over seeds | CE+GC+SC − CE per seed | CE+GC+SC − CE over seeds |",
+             "|---|---:|---:|---:|" + "---:|" * (len(SEEDED) + 4)]
+    for key in sorted(per_episode):
+        by = per_episode[key]
+        if not all(seed_members(by, m) for m in SEEDED):
+            continue
+        ds, w, s = key.split("|")
+        sums = {m: seed_summary(by, m) for m in SEEDED}
+        cells = [f"{100 * v['mean']:.2f} [{100 * v['min']:.2f}, {100 * v['max']:.2f}] (sd {100 * v['std']:.2f})"
+                 for v in sums.values()]
+        for m in ("ce_sc", "ce_gc_sc"):
+            p = seed_paired(by, m)
+            cells.append(", ".join(f"{_pp(d)} ± {100 * c:.2f}" for d, c in p["per_seed"]))
+            d, c = p["over_seeds"]
+            cells.append(f"{_pp(d)} ± {100 * c:.2f}")
+        lines.append(f"| {ds} | {w} | {s} | {min(v['seeds'] for v in sums.values())} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def sc_verdict(per_episode: dict) -> list:
+    """One sentence per setting, and one overall, on whether SC helps (CE+SC vs CE over seeds)."""
+    out, signs = [], []
+    for key in sorted(per_episode):
+        by = per_episode[key]
+        if not (seed_members(by, "ce_sc") and seed_members(by, "ce")):
+            continue
+        ds, w, s = key.split("|")
+        p = seed_paired(by, "ce_sc")
+        d, c = p["over_seeds"]
+        per = [x for x, _ in p["per_seed"]]
+        if d - c > 0 and min(per) > 0:
+            verdict, sign = "SC helps (positive for every seed, CI above 0)", 1
+        elif d + c < 0 and max(per) < 0:
+            verdict, sign = "SC hurts (negative for every seed, CI below 0)", -1
+        else:
+            verdict, sign = "no clear effect (the CI includes 0 or the seeds disagree)", 0
+        signs.append(sign)
+        out.append(f"* {ds} {w}-way {s}-shot: CE+SC − CE = {_pp(d)} ± {100 * c:.2f} points over "
+                   f"{p['seeds']} seeds (per seed: {', '.join(_pp(x) for x in per)}): {verdict}.")
+    if signs:
+        helps, hurts = signs.count(1), signs.count(-1)
+        if helps == len(signs):
+            overall = "SC helps on Omniglot-small in every setting."
+        elif helps == 0:
+            overall = (f"SC does not help on Omniglot-small here: no setting shows a gain over CE "
+                       f"beyond the CI across seeds ({hurts} of {len(signs)} settings show a loss).")
+        else:
+            overall = (f"SC helps in {helps} of {len(signs)} settings only"
+                       f" ({hurts} show a loss); the effect is not consistent on Omniglot-small.")
+        out.append("")
+        out.append(f"**Verdict:** {overall}")
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", default=str(ROOT / "configs/suites/omniglot-real.yaml"))
@@ -178,9 +267,9 @@ def main(argv=None) -> int:
         spec = next(m for m in suite.methods if m.name == r["method"])
         cfg = method_config(suite, spec, suite.datasets[0], run_root)
         if r["dataset"] == "omniglot-challenge":
-            f = expand(cfg.run_dir) / "eval-challenge.json"
+            f = challenge_cache_file(cfg)
         else:
-            f = expand(cfg.run_dir) / f"eval-{r['ways']}w{r['shots']}s-{suite.test_episodes}ep-seed{suite.episode_seed}.json"
+            f = eval_cache_file(suite, cfg, r["ways"], r["shots"])
         per_episode.setdefault(f"{r['dataset']}|{r['ways']}|{r['shots']}", {})[r["method"]] = \
             np.asarray(json.loads(f.read_text())["accuracies"])
     names = [m.name for m in suite.methods]
@@ -217,6 +306,11 @@ def main(argv=None) -> int:
         "  are dropped), and Lake et al.'s 20-run one-shot challenge (evaluation alphabets).",
         f"* Episodes: {suite.test_episodes} seeded test episodes per setting, {suite.queries} queries per class,"
         " identical for every method (paired). Accuracy: mean ± 95% CI (1.96·std/√n).",
+        "* Pretrained embeddings (CE, CE+GC, CE+SC, CE+GC+SC, distilled) are evaluated with the SCL",
+        "  authors' protocol (`eval.protocol=scl`): each support image replaced by 5 copies through",
+        "  Omniglot's training augmentation (small affine, no flips), logistic regressions on the pooled",
+        "  and on the 2x2 max-pooled spatial features, summed probabilities. ProtoNet and MAML use their",
+        "  own rule (prototypes, fine-tuning).",
         "* Nothing was tuned on the test episodes: the settings are the first ones run; validation",
         "  accuracy is logged per epoch in each run's `train/metrics.jsonl`.",
         "",
@@ -230,6 +324,17 @@ def main(argv=None) -> int:
         "| dataset | ways | shots | CE | CE+GC | CE+SC | CE+GC+SC | CE+SC − CE | CE+GC+SC − CE | paper's CE < SC ordering |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         *ordering_lines(per_episode),
+        "",
+        "## Training seeds: is the ablation ordering robust?",
+        "",
+        "CE, CE+SC and CE+GC+SC are each trained with three seeds (0, 1, 2; same data, same test",
+        "episodes). Accuracy: mean over seeds of the per-seed mean, [min, max] and standard deviation",
+        "across seeds. Differences against CE are paired on the same episodes: per seed (seed k vs",
+        "CE seed k, mean ± 95% CI) and over seeds (per-episode accuracies averaged over the seeds first).",
+        "",
+        *seed_lines(per_episode),
+        "",
+        *sc_verdict(per_episode),
         "",
         f"## Every method against {suite.reference or 'ce'} (paired, percentage points)",
         "",

@@ -27,7 +27,6 @@ import torch
 from . import pipeline
 from .config import Config, ConfigError, load_config, load_structured
 from .data import build_fewshot, load_omniglot_challenge
-from .evaluation import evaluate as evaluate_episodes
 from .evaluation import mean_ci, paired_difference, plot_results, write_results
 from .utils import atomic_write_json, expand
 
@@ -104,6 +103,24 @@ def method_config(suite: SuiteConfig, spec: MethodSpec, dataset: DatasetSpec, ru
     return cfg
 
 
+def protocol_tag(cfg: Config) -> str:
+    """Part of an evaluation cache's file name that tells the protocols apart ("" for pooled)."""
+    if pipeline.protocol_for(cfg) != "scl":
+        return ""
+    return f"-scl-aug{cfg.eval.support_augment}-{cfg.eval.combine}"
+
+
+def eval_cache_file(suite: SuiteConfig, cfg: Config, ways: int, shots: int, label: Optional[str] = None) -> Path:
+    """Where the per-episode accuracies of ``cfg`` on one suite setting are cached."""
+    prefix = f"eval-{label}-" if label else "eval-"
+    return expand(cfg.run_dir) / (f"{prefix}{ways}w{shots}s-{suite.test_episodes}ep-seed{suite.episode_seed}"
+                                  f"{protocol_tag(cfg)}.json")
+
+
+def challenge_cache_file(cfg: Config) -> Path:
+    return expand(cfg.run_dir) / f"eval-challenge{protocol_tag(cfg)}.json"
+
+
 def _evaluate_cached(method, cfg: Config, tasks, ways: int, shots: int, queries: int, acc, cache: Path) -> np.ndarray:
     if cache.exists():
         return np.asarray(json.loads(cache.read_text())["accuracies"])
@@ -132,11 +149,12 @@ def challenge_accuracies(method, cfg: Config) -> np.ndarray:
 
     def split(x, y, ways, shots, queries):   # support = the 20 training images, query = the 20 test items
         return x[:n_support], y[:n_support], x[n_support:], y[n_support:]
+    return pipeline.evaluate(method, cfg, episodes, n_support, 1, None, progress=False, split=split)
+
+
+def _classifier_label(cfg: Config) -> str:
     clf = pipeline.classifier_for(cfg)
-    method.eval()
-    model = method.adapt if clf == "native" else method.backbone
-    return evaluate_episodes(model, episodes, n_support, 1, None, classifier=clf, split=split, progress=False,
-                             C=cfg.eval.C, **pipeline.classifier_kwargs(method, cfg))
+    return clf + protocol_tag(cfg).replace("-scl", " scl", 1) if protocol_tag(cfg) else clf
 
 
 def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print) -> List[Dict[str, Any]]:
@@ -171,29 +189,28 @@ def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print) 
                 test_cfg = dataclasses.replace(cfg.data, ways=ways, shots=shots, queries=suite.queries,
                                                test_episodes=suite.test_episodes, episode_seed=suite.episode_seed)
                 tasks = build_fewshot(test_cfg, seed=suite.episode_seed).test_tasks
-                prefix = f"eval-{ds.label}-" if ds.label else "eval-"
-                cache = expand(cfg.run_dir) / f"{prefix}{ways}w{shots}s-{suite.test_episodes}ep-seed{suite.episode_seed}.json"
+                cache = eval_cache_file(suite, cfg, ways, shots, ds.label)
                 accs = _evaluate_cached(method, cfg, tasks, ways, shots, suite.queries, acc, cache)
-                mean, ci = mean_ci(accs)
+                mean, ci = mean_ci(accs, ci=cfg.eval.ci)
                 key = f"{label}|{ways}|{shots}"
                 per_episode.setdefault(key, {})[spec.name] = accs
                 rows.append({"method": spec.name, "dataset": label, "ways": ways, "shots": shots,
                              "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": train_s,
-                             "classifier": pipeline.classifier_for(cfg)})
+                             "classifier": _classifier_label(cfg)})
                 log(f"[suite]   {ways}-way {shots}-shot: {100 * mean:.2f} +- {100 * ci:.2f}")
             if suite.challenge and ds.name.startswith("omniglot"):
-                cache = expand(cfg.run_dir) / "eval-challenge.json"
+                cache = challenge_cache_file(cfg)
                 if cache.exists():
                     accs = np.asarray(json.loads(cache.read_text())["accuracies"])
                 else:
                     accs = challenge_accuracies(method, cfg)
                     if acc.is_main_process:
                         atomic_write_json(cache, {"runs": len(accs), "accuracies": accs.tolist()})
-                mean, ci = mean_ci(accs)
+                mean, ci = mean_ci(accs, ci=cfg.eval.ci)
                 per_episode.setdefault("omniglot-challenge|20|1", {})[spec.name] = accs
                 rows.append({"method": spec.name, "dataset": "omniglot-challenge", "ways": 20, "shots": 1,
                              "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": train_s,
-                             "classifier": pipeline.classifier_for(cfg), "error_pct": round(100 * (1 - mean), 2)})
+                             "classifier": _classifier_label(cfg), "error_pct": round(100 * (1 - mean), 2)})
                 log(f"[suite]   one-shot challenge (20 runs): error {100 * (1 - mean):.2f}%")
     if acc.is_main_process:
         write_results(rows, run_root, name="results")

@@ -79,13 +79,16 @@ def _eval(args: argparse.Namespace) -> None:
     data = build_fewshot(cfg.data, seed=cfg.seed)
     d = cfg.data
     accs = pipeline.evaluate(method, cfg, data.test_tasks, d.ways, d.shots, d.queries)
-    mean, ci = mean_ci(accs)
+    mean, ci = mean_ci(accs, ci=cfg.eval.ci)
     print(format_table([{"method": cfg.method, "dataset": d.test_dataset or d.dataset, "ways": d.ways,
-                         "shots": d.shots, "episodes": len(accs), "acc": mean, "ci95": ci}]))
+                         "shots": d.shots, "episodes": len(accs), "acc": mean, "ci95": ci,
+                         "protocol": pipeline.protocol_for(cfg)}]))
 
 
 def eval_main(argv: Optional[List[str]] = None) -> int:
-    p = _parser("scl-eval", "Evaluate a trained run on seeded test episodes (mean accuracy, 95% CI).", "run_dir")
+    p = _parser("scl-eval", "Evaluate a trained run on seeded test episodes (mean accuracy, 95% CI). "
+                            "The SCL authors' protocol: eval.protocol=scl eval.support_augment=5 "
+                            "eval.combine=sum eval.ci=t.", "run_dir")
     return _run(_eval, p.parse_args(argv))
 
 

@@ -66,6 +66,9 @@ class DataConfig:
     test_episodes: int = 600
     episode_seed: int = 0        # test/val episodes are a function of this seed only
     augment: str = choices("none", "standard", "simclr", default="standard")
+    # Augmentation of the second view of two-view (contrastive) batches; "same" = `augment`.
+    # The authors' pretraining: first view standard, second view simclr (their aug_type).
+    augment_second_view: str = choices("same", "none", "standard", "simclr", default="same")
     batch_size: int = 64         # flat pretraining batch (per process)
     num_workers: int = -1        # DataLoader workers; -1: min(8, cores) with CUDA, 0 without
     cache_dir: str = "~/.cache/scl_plugin"   # writable; data roots may be read-only
@@ -91,7 +94,10 @@ class SCLLossConfig:
     tau_spatial: float = 0.1
     proj_dim: int = 80           # projection size d' of both heads
     chunk_size: int = 0          # SC loss anchor chunk; 0 = automatic
-    aggregation: str = choices("mean", "sum", "max", default="mean")
+    # Spatial similarity aggregation over positions of the summed directional cosines
+    # (authors' models/attention.py): mean, sum, max, or logsum = (1/lambda_lse) log sum exp(lambda_lse x).
+    aggregation: str = choices("mean", "sum", "max", "logsum", default="mean")
+    lambda_lse: float = 6.0
 
 
 @dataclass
@@ -104,6 +110,13 @@ class DistillConfig:
     lambda_ce: float = 0.0
     kd_temperature: float = 4.0
     teacher: Optional[str] = None  # run dir of a trained CE/SCL run to distill (skips pretraining)
+    # Defaults = the authors' train_distillation.py: L_CD on the L2-normalised pooled backbone
+    # features (the projection head gets no gradient), one augmented view per image, and a
+    # student freshly built with the backbone's own initialisation. Earlier behaviour of this
+    # package: cd_features=projection double_transform=true student_init=reset.
+    cd_features: str = choices("pooled", "projection", default="pooled")
+    double_transform: bool = False   # two views when the teacher was trained with contrastive losses
+    student_init: str = choices("backbone", "reset", default="backbone")
 
 
 @dataclass
@@ -160,6 +173,15 @@ class EvalConfig:
     tol: float = 1e-4
     flip: bool = False           # average features of the image and its horizontal flip
     batch_episodes: int = 100
+    # pooled: one probe on the pooled features (RFS). scl: the SCL authors' eval/meta_eval.py,
+    # used for the logistic-regression classifiers (CE/SCL/distilled embeddings): each support
+    # image replaced by `support_augment` copies through the dataset's standard training
+    # augmentation, one probe on pooled and one on AdaptiveMaxPool2d(2) spatial features,
+    # class probabilities combined by `combine` (sum or element-wise max).
+    protocol: str = choices("pooled", "scl", default="pooled")
+    combine: str = choices("sum", "max", default="sum")
+    support_augment: int = 0     # augmented copies per support image (protocol scl); 0 = none
+    ci: str = choices("normal", "t", default="normal")   # 95% CI: 1.96 or Student's t (n-1 dof)
 
 
 @dataclass
@@ -246,6 +268,14 @@ def _check_values(cfg: Config) -> None:
     for key in ("tau_global", "tau_spatial"):
         if getattr(cfg.loss, key) <= 0:
             raise ConfigError(f"config key 'loss.{key}': must be > 0")
+    if cfg.eval.support_augment < 0:
+        raise ConfigError(f"config key 'eval.support_augment': must be >= 0, got {cfg.eval.support_augment}")
+    if cfg.eval.protocol == "scl" and cfg.eval.flip:
+        raise ConfigError("config key 'eval.flip': flip averaging is not part of the SCL protocol; "
+                          "set eval.flip=false or eval.protocol=pooled")
+    if cfg.eval.support_augment > 0 and cfg.eval.protocol != "scl":
+        raise ConfigError("config key 'eval.support_augment': support augmentation belongs to the SCL "
+                          "protocol; set eval.protocol=scl or eval.support_augment=0")
     if d.test_dataset is not None and d.test_dataset not in DATASETS:
         raise ConfigError(f"config key 'data.test_dataset': got {d.test_dataset!r}, "
                           f"allowed: {', '.join(DATASETS)}")

@@ -24,6 +24,8 @@ from .algorithms import ANIL, R2D2, SCL, Distiller, MAMLMethod, MetaBaseline, Me
 from .backbones import create_backbone
 from .config import EPISODIC_METHODS, Config, ConfigError, load_config, to_dict, to_yaml
 from .data import FewShotData, build_fewshot
+from .data.transforms import ImageSet, stats_for
+from .evaluation import SupportAugment
 from .evaluation import evaluate as evaluate_episodes
 from .evaluation.simpleshot import base_mean as simpleshot_base_mean
 from . import training
@@ -55,6 +57,34 @@ EPISODIC_BUILDERS: Dict[str, Callable[[nn.Module, Config], nn.Module]] = {
 
 def classifier_for(cfg: Config) -> str:
     return DEFAULT_CLASSIFIER[cfg.method] if cfg.eval.classifier == "auto" else cfg.eval.classifier
+
+
+def protocol_for(cfg: Config) -> str:
+    """``eval.protocol`` where it applies (logistic-regression probes of an embedding); ProtoNet
+    and MAML keep their own rule (prototypes, fine-tuning), i.e. ``"pooled"``."""
+    scl = cfg.eval.protocol == "scl" and classifier_for(cfg) in ("logreg", "logreg_sklearn")
+    return "scl" if scl else "pooled"
+
+
+def support_augment_for(cfg: Config, tasks: Any = None) -> Optional[SupportAugment]:
+    """The SCL protocol's support augmentation for ``cfg`` (None when it does not apply).
+
+    The images' kind and normalisation come from the episodes' own ImageSet when ``tasks`` is
+    a task set built by :func:`build_fewshot`; otherwise (e.g. the Omniglot challenge runs,
+    normalised like omniglot-small) from the test dataset's name.
+    """
+    if protocol_for(cfg) != "scl" or cfg.eval.support_augment <= 0:
+        return None
+    images = getattr(getattr(tasks, "dataset", None), "dataset", None)
+    if isinstance(images, ImageSet):
+        kind, size, mean, std = images.kind, images.image_size, images.mean.flatten(), images.std.flatten()
+    else:
+        name = cfg.data.test_dataset or cfg.data.dataset
+        kind = "gray" if name.startswith("omniglot") else "rgb"
+        size = cfg.data.image_size
+        mean, std = stats_for(kind, 1 if kind == "gray" else 3)
+    return SupportAugment.standard(kind, size, mean, std, copies=cfg.eval.support_augment,
+                                   seed=cfg.data.episode_seed)
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
@@ -184,7 +214,7 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
             trainer.finalize()
     else:
         two = method.needs_two_views
-        batches = FlatBatches(data.pretrain_set(two_view=two), cfg.data.batch_size, cfg.seed, cfg.data.num_workers)
+        batches = FlatBatches(_pretrain_set(cfg, data, two), cfg.data.batch_size, cfg.seed, cfg.data.num_workers)
         trainer = Trainer(method, cfg.train, run_dir / "train", epochs=cfg.train.epochs, accelerator=acc,
                           validate=validate, meta=meta, config=to_dict(cfg), desc=cfg.method)
         if not trainer.fit(batches, batches.steps_per_epoch, resume=resume).finished:
@@ -207,10 +237,23 @@ def is_done(cfg: Config) -> bool:
     return all(p.exists() for p in final_checkpoints(cfg))
 
 
+def _backbone_factory(cfg: Config, data: FewShotData) -> Callable[[], nn.Module]:
+    """Builds a fresh backbone of ``cfg.model`` (a distillation student's)."""
+    return lambda: create_backbone(cfg.model, in_chans=data.channels, image_size=data.image_size)
+
+
+def _pretrain_set(cfg: Config, data: FewShotData, two_view: bool):
+    """Flat training set; the second view uses ``data.augment_second_view`` when set."""
+    second = cfg.data.augment_second_view
+    if two_view and second != "same":
+        return data.pretrain_set(two_view=True, second_augment=second)
+    return data.pretrain_set(two_view=two_view)
+
+
 def _distill(cfg: Config, data: FewShotData, teacher: SCL, acc: Accelerator, validate, resume: bool) -> nn.Module:
     run_dir, d = expand(cfg.run_dir), cfg.distill
     for g in range(1, d.generations + 1):
-        module = Distiller.from_teacher(teacher, d)
+        module = Distiller.from_teacher(teacher, d, new_backbone=_backbone_factory(cfg, data))
         tcfg = dataclasses.replace(cfg.train, epochs=d.epochs, lr=d.lr)
         ckpt_dir = run_dir / f"distill-{g}"
         meta = {"method": f"{cfg.method}-distill", "backbone": cfg.model.name, "num_classes": data.num_classes}
@@ -218,7 +261,8 @@ def _distill(cfg: Config, data: FewShotData, teacher: SCL, acc: Accelerator, val
         if final.exists() and resume:
             _load_weights(module, final, meta)
         else:
-            batches = FlatBatches(data.pretrain_set(two_view=teacher.needs_two_views), cfg.data.batch_size,
+            two = teacher.needs_two_views and d.double_transform
+            batches = FlatBatches(_pretrain_set(cfg, data, two), cfg.data.batch_size,
                                   cfg.seed + g, cfg.data.num_workers)
             trainer = Trainer(module, tcfg, ckpt_dir, epochs=d.epochs, accelerator=acc, validate=validate,
                               meta=meta, config=to_dict(cfg), desc=f"distill g{g}",
@@ -240,7 +284,7 @@ def load_trained(run_dir: Any, data: Optional[FewShotData] = None) -> Tuple[nn.M
         _load_weights(method, run_dir / "train" / "final.pt")
     if cfg.method in ("ce", "scl"):
         for g in range(1, cfg.distill.generations + 1):
-            module = Distiller.from_teacher(method, cfg.distill)
+            module = Distiller.from_teacher(method, cfg.distill, new_backbone=_backbone_factory(cfg, data))
             _load_weights(module, run_dir / f"distill-{g}" / "final.pt")
             method = module.student
     return method, cfg
@@ -248,17 +292,19 @@ def load_trained(run_dir: Any, data: Optional[FewShotData] = None) -> Tuple[nn.M
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate(method: nn.Module, cfg: Config, tasks: Any, ways: int, shots: int, queries: int,
-             indices: Optional[np.ndarray] = None, progress: bool = True) -> np.ndarray:
-    """Per-episode accuracies of ``method`` on ``tasks`` with the configured classifier."""
+             indices: Optional[np.ndarray] = None, progress: bool = True, split=None) -> np.ndarray:
+    """Per-episode accuracies of ``method`` on ``tasks`` with the configured classifier and
+    protocol (``cfg.eval``); ``split`` as in :func:`scl_plugin.evaluation.evaluate`."""
     clf = classifier_for(cfg)
     method.eval()
     if clf == "native":
         return evaluate_episodes(method.adapt, tasks, ways, shots, queries, classifier="native",
-                                 indices=indices, progress=progress)
+                                 indices=indices, progress=progress, split=split)
     return evaluate_episodes(method.backbone, tasks, ways, shots, queries, classifier=clf, flip=cfg.eval.flip,
                              batch_episodes=cfg.eval.batch_episodes, C=cfg.eval.C, max_iter=cfg.eval.max_iter,
-                             tol=cfg.eval.tol, indices=indices,
-                             progress=progress, **classifier_kwargs(method, cfg))
+                             tol=cfg.eval.tol, indices=indices, progress=progress, split=split,
+                             protocol=protocol_for(cfg), combine=cfg.eval.combine,
+                             support_augment=support_augment_for(cfg, tasks), **classifier_kwargs(method, cfg))
 
 
 def classifier_kwargs(method: nn.Module, cfg: Config) -> Dict[str, Any]:

@@ -64,7 +64,8 @@ def test_adapt_learner_matches_batched_evaluation(data):
 def test_distillation_moves_student_to_teacher(tmp_path, data):
     torch.manual_seed(0)
     teacher = SCL(small_backbone(), data.num_classes, SCLLossConfig(lambda_global=1.0))
-    distiller = Distiller.from_teacher(teacher, DistillConfig(lambda_kd=1.0, lambda_cd=10.0))
+    distiller = Distiller.from_teacher(teacher, DistillConfig(lambda_kd=1.0, lambda_cd=10.0),
+                                       new_backbone=small_backbone)
     batch = next(iter(torch.utils.data.DataLoader(data.pretrain_set(two_view=True), batch_size=32, shuffle=True)))
     _, m0 = distiller.loss(batch)
     t_before = [p.clone() for p in teacher.parameters()]
@@ -116,3 +117,54 @@ def test_every_ablation_row_runs(path, tmp_path, data):
     assert expected <= set(metrics)
     pipeline.train(cfg, data=data)
     assert (tmp_path / "train" / "step-2.pt").exists()
+
+
+def test_distillation_authors_objective_by_hand(data):
+    """Default (authors'): L_CD on the L2-normalised pooled features, no gradient to the
+    projection head, one view; cd_features=projection restores the head-output variant."""
+    torch.manual_seed(0)
+    teacher = SCL(small_backbone(), data.num_classes, SCLLossConfig(lambda_global=1.0))
+    x, y = next(iter(torch.utils.data.DataLoader(data.pretrain_set(), batch_size=16)))
+    for feats in ("pooled", "projection"):
+        torch.manual_seed(1)
+        d = Distiller.from_teacher(teacher, DistillConfig(cd_features=feats), new_backbone=small_backbone)
+        d.train()
+        loss, m = d.loss((x, y))
+        with torch.no_grad():
+            s = d.student.backbone(x)
+            t = teacher.backbone(x)
+            if feats == "projection":
+                s, t = d.student.head(s), teacher.head(t)
+        ref = (torch.nn.functional.normalize(t, dim=1) - torch.nn.functional.normalize(s, dim=1)).pow(2).sum(1).mean()
+        assert m["cd"].item() == pytest.approx(ref.item(), rel=1e-5)
+        loss.backward()
+        head_grads = [p.grad for p in d.student.head.parameters()]
+        if feats == "pooled":
+            assert all(g is None for g in head_grads)
+        else:
+            assert all(g is not None and g.abs().sum() > 0 for g in head_grads)
+        assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_distillation_student_is_freshly_built_backbone():
+    """student_init=backbone: ResNet-12's own init (Kaiming-normal fan_out, BN 1/0), not the
+    teacher's modules reset with PyTorch defaults (kaiming_uniform a=sqrt(5): 2.4x smaller)."""
+    make = lambda: create_backbone(ModelConfig(name="resnet12"), in_chans=3, image_size=16)  # noqa: E731
+    torch.manual_seed(0)
+    teacher = SCL(make(), 5, SCLLossConfig())
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(1.0)                      # a "trained" teacher: nothing of it may leak
+    fresh = Distiller.from_teacher(teacher, DistillConfig(), new_backbone=make).student
+    reset = Distiller.from_teacher(teacher, DistillConfig(student_init="reset")).student
+    biggest = lambda m: max((c.weight for c in m.backbone.modules() if isinstance(c, torch.nn.Conv2d)),  # noqa: E731
+                            key=lambda w: w.numel())                              # 640 x 640 x 3 x 3
+    w_fresh, w_reset = biggest(fresh), biggest(reset)
+    o, i, kh, kw = w_fresh.shape
+    assert w_fresh.std().item() == pytest.approx((2 / (o * kh * kw)) ** 0.5, rel=0.03)
+    assert w_reset.std().item() == pytest.approx((1 / (3 * i * kh * kw)) ** 0.5, rel=0.03)
+    bns = [b for b in fresh.backbone.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+    assert all(torch.all(b.weight == 1) and torch.all(b.bias == 0) for b in bns)
+    assert fresh.classifier.out_features == 5 and all(p.requires_grad for p in fresh.parameters())
+    with pytest.raises(ValueError, match="new_backbone"):
+        Distiller.from_teacher(teacher, DistillConfig())

@@ -406,3 +406,17 @@ def test_cub_closerlook_split(tmp_path):
     assert sorted(set(data.test_meta.dataset.original_labels)) == list(range(3, 200, 4))
     _check_task(data.test_tasks[0], 3, 1, 1, 3, 84)
     assert not list((tmp_path / "cub").glob("*.pkl"))
+
+
+def test_second_view_has_its_own_augmentation():
+    """data.augment_second_view: view 1 keeps `augment` (here none), view 2 gets its own."""
+    from scl_plugin.data.transforms import ImageSet
+    imgs = torch.rand(4, 1, 12, 12)
+    base = ImageSet(imgs, [0, 1, 0, 1], kind="gray", channels=1, image_size=12)
+    both = base.variant("none", two_view=True, second_augment="standard")
+    torch.manual_seed(0)
+    (v1, v2), label = both[2]
+    plain, _ = base[2]
+    assert label == 0 and torch.equal(v1, plain) and not torch.allclose(v2, plain)
+    same = base.variant("standard", two_view=True)
+    assert same.augment2 is same.augment

@@ -25,24 +25,35 @@ def naive_supcon(sim, keys, tau):
     return total / n
 
 
-def naive_directional(q_x, v_x, k_y, v_y, aggregation):
-    """sim(x, y | x): align y's values to x's positions, loop over positions."""
+def naive_directional_cos(q_x, v_x, k_y, v_y):
+    """Per-position cos(v_x[i], aligned y[i]) (y's values aligned to x's positions), by loops."""
     dp = q_x.shape[-1]
     cos = []
     for i in range(q_x.shape[0]):
         w = torch.softmax(torch.stack([q_x[i] @ k_y[j] for j in range(k_y.shape[0])]) / math.sqrt(dp), 0)
         aligned = sum(w[j] * v_y[j] for j in range(v_y.shape[0]))
         cos.append(F.cosine_similarity(v_x[i], aligned, dim=0))
-    cos = torch.stack(cos)
-    return {"mean": cos.mean(), "sum": cos.sum(), "max": cos.max()}[aggregation]
+    return torch.stack(cos)
 
 
-def naive_pairwise(qa, ka, va, qb, kb, vb, aggregation):
+def naive_aggregate(x, aggregation, lam=6.0):
+    """The authors' aggregations of the summed per-position similarities, written out."""
+    if aggregation == "mean":
+        return sum(x) / len(x)
+    if aggregation == "sum":
+        return sum(x)
+    if aggregation == "max":
+        return torch.stack(list(x)).max()
+    return torch.log(sum(torch.exp(lam * xi) for xi in x)) / lam     # logsum
+
+
+def naive_pairwise(qa, ka, va, qb, kb, vb, aggregation, lam=6.0):
+    """S_ab = agg_i (c_ab[i] + c_ba[i]) (authors' models/attention.py), all pairs by loops."""
     rows = []
     for a in range(qa.shape[0]):
         rows.append(torch.stack([
-            naive_directional(qa[a], va[a], kb[b], vb[b], aggregation)
-            + naive_directional(qb[b], vb[b], ka[a], va[a], aggregation)
+            naive_aggregate(naive_directional_cos(qa[a], va[a], kb[b], vb[b])
+                            + naive_directional_cos(qb[b], vb[b], ka[a], va[a]), aggregation, lam)
             for b in range(qb.shape[0])]))
     return torch.stack(rows)
 
@@ -126,7 +137,8 @@ def _setup(n, hw, d, dp=4, aggregation="mean", seed=0):
 
 @pytest.mark.parametrize("n,hw,d,aggregation", [(6, 4, 5, "mean"), (5, 9, 3, "mean"),
                                                 (4, 1, 4, "mean"), (5, 4, 3, "sum"),
-                                                (5, 4, 3, "max")])
+                                                (5, 4, 3, "max"), (5, 4, 3, "logsum"),
+                                                (4, 9, 3, "logsum")])
 def test_spatial_contrastive_matches_naive(n, hw, d, aggregation):
     att, feats = _setup(n, hw, d, aggregation=aggregation)
     keys = torch.tensor([0, 1, 0, 1, 2, 0][:n])
@@ -139,15 +151,20 @@ def test_spatial_contrastive_matches_naive(n, hw, d, aggregation):
         assert torch.allclose(g, r, atol=1e-9, rtol=1e-7)
 
 
-def test_pairwise_asymmetric_matches_naive():
+@pytest.mark.parametrize("aggregation,lam", [("mean", 6.0), ("max", 6.0), ("logsum", 2.5)])
+def test_pairwise_asymmetric_matches_naive(aggregation, lam):
     torch.manual_seed(1)
-    att = SpatialAttention(3, 4).to(DT)
+    att = SpatialAttention(3, 4, aggregation, lambda_lse=lam).to(DT)
     qa, ka, va = (torch.randn(3, 4, 4, dtype=DT, requires_grad=True) for _ in range(3))
     qb, kb, vb = (torch.randn(5, 4, 4, dtype=DT, requires_grad=True) for _ in range(3))
     ins = [qa, ka, va, qb, kb, vb]
     got = att.pairwise_similarity(*ins, chunk_size=2)
-    ref = naive_pairwise(*ins, "mean")
+    ref = naive_pairwise(*ins, aggregation, lam)
     assert got.shape == (3, 5) and torch.allclose(got, ref, atol=1e-12)
+    if aggregation == "max":   # the authors' max of the sum, not the sum of per-direction maxima
+        ca = torch.stack([naive_directional_cos(qa[0], va[0], kb[0], vb[0]),
+                          naive_directional_cos(qb[0], vb[0], ka[0], va[0])])
+        assert got[0, 0] < ca.amax(1).sum() - 1e-6
     w = torch.randn(3, 5, dtype=DT)
     for g, r in zip(_grads((got * w).sum(), ins), _grads((ref * w).sum(), ins)):
         assert torch.allclose(g, r, atol=1e-10)
@@ -218,7 +235,7 @@ def test_projection_shapes_and_float32():
                                     att, 0.1)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     with pytest.raises(ValueError):
-        SpatialAttention(4, aggregation="logsum")
+        SpatialAttention(4, aggregation="softmax")
 
 
 # ----------------------------------------------------------------------------- distillation

@@ -1,17 +1,25 @@
 """Contrastive distillation (Ouali et al. 2021, Sec. 3.4): a student learns from a frozen teacher.
 
     L = lambda_kd * KL(softmax(t / T) || softmax(s / T)) * T^2
-      + lambda_cd * mean_i || z_t(i) - z_s(i) ||^2      (z: L2-normalised global projections)
+      + lambda_cd * mean_i || z_t(i) - z_s(i) ||^2      (z: L2-normalised features)
       + lambda_ce * CE(s, y)
 
-Both run on the same (optionally two-view) batch; the teacher is an :class:`SCL` in eval
-mode whose parameters never receive gradients. Repeating with the student as the next
-teacher gives further generations (``distill.generations``).
+``z`` is, by default (``cd_features="pooled"``, the authors' train_distillation.py), the pooled
+backbone embedding, so the projection head receives no gradient; ``"projection"`` uses the
+projection head's outputs instead. Both networks see the same batch (one view by default); the
+teacher is an :class:`SCL` in eval mode whose parameters never receive gradients. Repeating
+with the student as the next teacher gives further generations (``distill.generations``).
+
+Usage::
+
+    distiller = Distiller.from_teacher(teacher, DistillConfig(),
+                                       new_backbone=lambda: create_backbone(ModelConfig("resnet12")))
+    loss, metrics = distiller.loss((x, y))
 """
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -30,12 +38,26 @@ class Distiller(nn.Module):
         self.cfg = cfg
 
     @classmethod
-    def from_teacher(cls, teacher: SCL, cfg: DistillConfig) -> "Distiller":
-        """Student = fresh copy of the teacher's architecture (born-again networks)."""
-        student = copy.deepcopy(teacher)
-        for m in student.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+    def from_teacher(cls, teacher: SCL, cfg: DistillConfig,
+                     new_backbone: Optional[Callable[[], nn.Module]] = None) -> "Distiller":
+        """Student = a fresh network of the teacher's architecture (born-again networks).
+
+        ``cfg.student_init="backbone"`` (default, as the authors): the student's backbone is
+        ``new_backbone()``, built anew with the backbone's own initialisation (ResNet-12:
+        Kaiming-normal fan_out convolutions, BatchNorm 1 / 0), with fresh heads.
+        ``"reset"``: a copy of the teacher whose modules are re-initialised with PyTorch's
+        default ``reset_parameters``.
+        """
+        if cfg.student_init == "backbone":
+            if new_backbone is None:
+                raise ValueError("student_init='backbone' needs new_backbone= (a callable building "
+                                 "the backbone); pass it or use student_init='reset'")
+            student = SCL(new_backbone(), teacher.classifier.out_features, teacher.cfg)
+        else:
+            student = copy.deepcopy(teacher)
+            for m in student.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
         return cls(teacher, student.requires_grad_(True).train(), cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,11 +78,14 @@ class Distiller(nn.Module):
         inputs = torch.cat(list(x), 0) if two else x
         targets = y.repeat(len(x)) if two else y
         teacher = self.teacher[0].to(inputs.device)
+        projection = self.cfg.cd_features == "projection"
         with torch.no_grad():
             _, t_pooled = teacher.features(inputs)
-            t_logits, t_z = teacher.classifier(t_pooled), teacher.head(t_pooled)
+            t_logits = teacher.classifier(t_pooled)
+            t_z = teacher.head(t_pooled) if projection else t_pooled
         _, s_pooled = self.student.features(inputs)
-        s_logits, s_z = self.student.classifier(s_pooled), self.student.head(s_pooled)
+        s_logits = self.student.classifier(s_pooled)
+        s_z = self.student.head(s_pooled) if projection else s_pooled
         kd = kd_loss(s_logits, t_logits, self.cfg.kd_temperature)
         cd = cd_loss(s_z, t_z)
         total = self.cfg.lambda_kd * kd + self.cfg.lambda_cd * cd

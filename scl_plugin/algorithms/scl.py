@@ -37,7 +37,8 @@ class SCL(nn.Module):
         d = backbone.feature_dim
         self.classifier = nn.Linear(d, num_classes)
         self.head = ProjectionHead(d, loss.proj_dim)            # used by GC and distillation
-        self.attention = SpatialAttention(d, loss.proj_dim, aggregation=loss.aggregation) \
+        self.attention = SpatialAttention(d, loss.proj_dim, aggregation=loss.aggregation,
+                                          lambda_lse=loss.lambda_lse) \
             if loss.lambda_spatial > 0 else None
 
     @property

@@ -47,10 +47,13 @@ class FewShotData:
     _train_images: Optional[ImageSet] = field(default=None, repr=False)
     augment: str = "none"
 
-    def pretrain_set(self, two_view: bool = False, augment: Optional[str] = None) -> ImageSet:
+    def pretrain_set(self, two_view: bool = False, augment: Optional[str] = None,
+                     second_augment: Optional[str] = None) -> ImageSet:
         """Base-class Dataset; ``two_view=True`` gives ``((view1, view2), label)`` items, each view
-        augmented independently with ``augment`` (default: ``cfg.augment``)."""
-        return self._train_images.variant(augment or self.augment, two_view=two_view)
+        augmented independently with ``augment`` (default: ``cfg.augment``), the second one
+        with ``second_augment`` when given (``data.augment_second_view``)."""
+        return self._train_images.variant(augment or self.augment, two_view=two_view,
+                                          second_augment=second_augment)
 
     def split(self, task):
         """``(xs, ys, xq, yq)`` of a task drawn from one of the task sets."""

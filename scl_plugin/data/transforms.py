@@ -72,8 +72,10 @@ def to_float_image(img, channels: int, image_size: int) -> torch.Tensor:
 def build_augmentation(augment: str, kind: str, image_size: int) -> Optional[Callable]:
     """Augmentation on [0, 1] float tensors (applied before normalisation).
 
-    ``none``: nothing. ``standard``: random crop with padding + horizontal flip for natural
-    images; a small random affine for characters (flipping a character can make another one).
+    ``none``: nothing. ``standard``: for natural images the RFS / SCL authors' training
+    transform, random crop with zero padding (8 px at 84 px, 4 at 32) + colour jitter
+    (brightness, contrast, saturation 0.4) + horizontal flip; a small random affine for
+    characters (flipping a character can make another one).
     ``simclr``: random resized crop + flip + colour jitter + random grayscale (Chen et al. 2020)
     for natural images; for characters a random resized crop + affine (no colour to jitter).
     """
@@ -85,7 +87,10 @@ def build_augmentation(augment: str, kind: str, image_size: int) -> Optional[Cal
     if augment == "standard":
         if kind == "gray":
             return RandomAffineTensor(degrees=10.0, translate=0.1, scale=(0.9, 1.1))
-        return RandomCropFlip(image_size, padding=max(1, image_size // 8))
+        import math
+        crop = RandomCropFlip(image_size, padding=max(1, math.ceil(image_size / 10.5)))
+        from torchvision import transforms as T   # imported only here (natural images)
+        return T.Compose([crop, _ColorJitter3(hue=0.0)])   # flip and jitter commute
     if augment == "simclr":
         from torchvision import transforms as T
         if kind == "gray":
@@ -143,10 +148,10 @@ class RandomAffineTensor:
 class _ColorJitter3(torch.nn.Module):
     """Colour jitter that silently skips non-RGB tensors (torchvision's raises on 1 channel)."""
 
-    def __init__(self):
+    def __init__(self, hue: float = 0.1):
         super().__init__()
         from torchvision import transforms as T
-        self.jitter = T.ColorJitter(0.4, 0.4, 0.4, 0.1)
+        self.jitter = T.ColorJitter(0.4, 0.4, 0.4, hue)
 
     def forward(self, img):
         return self.jitter(img) if img.shape[0] == 3 else img
@@ -158,12 +163,13 @@ class ImageSet(Dataset):
     ``source[i]`` gives a raw image (its own label is ignored: ``labels[i]`` is authoritative,
     which lets loaders skip decoding images just to learn labels). Original labels are mapped to
     consecutive ids in sorted order. With ``two_view=True`` an item is ``((view1, view2), label)``,
-    the augmentation drawn independently for each view.
+    the augmentation drawn independently for each view; ``second_augment`` (default: the same
+    as ``augment``) gives the second view its own augmentation (SCL: standard + simclr).
     """
 
     def __init__(self, source: Dataset, labels: Sequence, *, kind: str, channels: int,
                  image_size: int, augment: str = "none", two_view: bool = False,
-                 name: str = "split"):
+                 name: str = "split", second_augment: Optional[str] = None):
         self.source = source
         self.original_labels = list(labels)
         classes = sorted(set(self.original_labels))
@@ -173,6 +179,9 @@ class ImageSet(Dataset):
         self.kind, self.channels, self.image_size = kind, channels, image_size
         self.augment_name, self.two_view, self.name = augment, two_view, name
         self.augment = build_augmentation(augment, kind, image_size)
+        self.second_augment_name = second_augment
+        self.augment2 = (self.augment if second_augment in (None, augment)
+                         else build_augmentation(second_augment, kind, image_size))
         mean, std = stats_for(kind, channels)
         self.mean = torch.tensor(mean).view(-1, 1, 1)
         self.std = torch.tensor(std).view(-1, 1, 1)
@@ -184,15 +193,17 @@ class ImageSet(Dataset):
         """What learn2learn's MetaDataset needs, without loading a single image."""
         return dict(enumerate(self.targets))
 
-    def variant(self, augment: str, two_view: bool = False) -> "ImageSet":
+    def variant(self, augment: str, two_view: bool = False,
+                second_augment: Optional[str] = None) -> "ImageSet":
         """The same images and labels with another augmentation / view count."""
         return ImageSet(self.source, self.original_labels, kind=self.kind, channels=self.channels,
                         image_size=self.image_size, augment=augment, two_view=two_view,
-                        name=self.name)
+                        name=self.name, second_augment=second_augment)
 
-    def _view(self, img: torch.Tensor) -> torch.Tensor:
-        if self.augment is not None:
-            img = self.augment(img)
+    def _view(self, img: torch.Tensor, second: bool = False) -> torch.Tensor:
+        aug = self.augment2 if second else self.augment
+        if aug is not None:
+            img = aug(img)
         return (img - self.mean) / self.std
 
     def __getitem__(self, i):
@@ -201,5 +212,5 @@ class ImageSet(Dataset):
             raw = raw[0]
         img = to_float_image(raw, self.channels, self.image_size)
         if self.two_view:
-            return (self._view(img), self._view(img)), self.targets[i]
+            return (self._view(img), self._view(img, second=True)), self.targets[i]
         return self._view(img), self.targets[i]

@@ -4,13 +4,20 @@ Typical use::
 
     accs = evaluate(backbone, test_tasks, ways=5, shots=1, queries=15, classifier="logreg")
     mean, ci95 = mean_ci(accs)
+    # the SCL authors' protocol: augmented support copies, pooled + spatial probes, t interval
+    accs = evaluate(backbone, test_tasks, ways=5, shots=5, queries=15, classifier="logreg",
+                    protocol="scl", support_augment=SupportAugment.standard(
+                        "rgb", 84, IMAGENET_MEAN, IMAGENET_STD, copies=5))
+    mean, ci95 = mean_ci(accs, ci="t")
 """
 from .classifiers import CLASSIFIERS, classify, proto_cosine, proto_euclidean, prototypes
 from .episodes import evaluate
 from .features import extract_features
 from .logreg import (BatchedLogisticRegression, fit_logreg, fit_logreg_gram, fit_predict_logreg,
-                     logreg_objective, predict,
-                     sklearn_logreg_fit, sklearn_logreg_predict)
+                     fit_predict_proba_logreg, logreg_objective, predict,
+                     sklearn_logreg_fit, sklearn_logreg_predict, sklearn_logreg_predict_proba)
+from .protocol import (COMBINES, PROTOCOLS, SupportAugment, combine_probabilities, scl_features,
+                       scl_predict, scl_probabilities)
 from .simpleshot import base_mean, cl2n, simpleshot
 from .report import format_table, paired_table, plot_results, write_results
 from .stats import mean_ci, paired_difference
@@ -19,8 +26,10 @@ __all__ = [
     "CLASSIFIERS", "classify", "proto_cosine", "proto_euclidean", "prototypes",
     "evaluate", "extract_features",
     "BatchedLogisticRegression", "fit_logreg", "fit_logreg_gram", "fit_predict_logreg",
-    "logreg_objective", "predict",
-    "sklearn_logreg_fit", "sklearn_logreg_predict",
+    "fit_predict_proba_logreg", "logreg_objective", "predict",
+    "sklearn_logreg_fit", "sklearn_logreg_predict", "sklearn_logreg_predict_proba",
+    "COMBINES", "PROTOCOLS", "SupportAugment", "combine_probabilities", "scl_features",
+    "scl_predict", "scl_probabilities",
     "format_table", "paired_table", "plot_results", "write_results",
     "mean_ci", "paired_difference", "base_mean", "cl2n", "simpleshot",
 ]

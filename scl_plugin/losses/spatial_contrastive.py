@@ -4,11 +4,15 @@ For spatial maps ``f_a`` (HW x d) the attention module projects queries, keys an
 ``q_a, k_a, v_a`` (HW x d', MLPs d -> d -> d'). B's values aligned to A's positions are
 
     v_{b|a} = softmax(q_a k_b^T / sqrt(d')) v_b                       (HW x d')
-    sim(a, b | a) = agg_i cos(v_a[i], v_{b|a}[i])          agg in {mean, sum, max}
-    S_ab = sim(a, b | a) + sim(b, a | b)                                (symmetric)
+    c_ab[i] = cos(v_a[i], v_{b|a}[i])                       (position i of a)
+    S_ab = agg_i (c_ab[i] + c_ba[i])       agg in {mean, sum, max, logsum}
     L_SC = supcon(S, keys, tau_spatial)       (see :mod:`scl_plugin.losses.contrastive`)
 
-(for ``max`` each direction is aggregated before the sum, so ``S`` stays symmetric).
+as in the authors' ``models/attention.py``: the two directional cosine maps are added
+position by position, then aggregated; ``logsum`` is ``(1/lambda) log sum_i exp(lambda x_i)``
+(``lambda_lse``, 6 by default). ``S`` is symmetric for every aggregation. For ``mean`` and
+``sum`` the aggregation is linear, so each direction is reduced on its own (A x M values);
+``max`` and ``logsum`` keep the per-position cosines (A x M x HW, still never HW x HW).
 
 Memory: the naive form materialises A*M*HW*HW attention weights (and A*M*HW*d' aligned
 values) for autograd. Here anchors are processed in chunks whose intermediates are freed
@@ -37,7 +41,7 @@ from .global_contrastive import ProjectionHead
 
 __all__ = ["SpatialAttention", "spatial_contrastive_loss", "auto_chunk_size", "AGGREGATIONS"]
 
-AGGREGATIONS = ("mean", "sum", "max")
+AGGREGATIONS = ("mean", "sum", "max", "logsum")
 CHUNK_BYTES = 32 * 2**20   # automatic chunk: one (chunk x HW x M x HW) tensor <= 32 MiB
 
 
@@ -63,12 +67,10 @@ def _directional_chunk(q, vhat, k, v, gram, scale: float, aggregation: str):
     sq = (torch.bmm(gram, att) * att).sum(1)                 # ||v_{m|a}[i]||^2
     cos = (num * torch.rsqrt(sq.clamp_min(1e-24))).view(M, c, P)
     if aggregation == "mean":
-        t = cos.mean(-1)
-    elif aggregation == "sum":
-        t = cos.sum(-1)
-    else:
-        t = cos.amax(-1)
-    return t.t()                                             # (c, M)
+        return cos.mean(-1).t()                              # (c, M)
+    if aggregation == "sum":
+        return cos.sum(-1).t()
+    return cos.transpose(0, 1)                               # (c, M, HW): per position
 
 
 def _directional(q, vhat, k, v, gram, aggregation: str, chunk_size: int) -> torch.Tensor:
@@ -90,12 +92,14 @@ def _directional(q, vhat, k, v, gram, aggregation: str, chunk_size: int) -> torc
 class SpatialAttention(nn.Module):
     """Query/key/value projectors and the attention-aligned pairwise spatial similarity."""
 
-    def __init__(self, in_dim: int, proj_dim: int = 80, aggregation: str = "mean"):
+    def __init__(self, in_dim: int, proj_dim: int = 80, aggregation: str = "mean",
+                 lambda_lse: float = 6.0):
         super().__init__()
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         self.proj_dim = proj_dim
         self.aggregation = aggregation
+        self.lambda_lse = float(lambda_lse)
         self.query = ProjectionHead(in_dim, proj_dim)
         self.key = ProjectionHead(in_dim, proj_dim)
         self.value = ProjectionHead(in_dim, proj_dim)
@@ -117,12 +121,23 @@ class SpatialAttention(nn.Module):
         gram_b = torch.bmm(vb, vb.transpose(1, 2))
         if qa is qb and ka is kb and va is vb:
             t = _directional(qb, vhat_b, kb, vb, gram_b, agg, chunk_size)
-            return t + t.t()
+            return self._combine(t, t)
         vhat_a = F.normalize(va, dim=-1)
         gram_a = torch.bmm(va, va.transpose(1, 2))
         t_ab = _directional(qa, vhat_a, kb, vb, gram_b, agg, chunk_size)   # sim(a, b | a)
         t_ba = _directional(qb, vhat_b, ka, va, gram_a, agg, chunk_size)   # sim(b, a | b)
-        return t_ab + t_ba.t()
+        return self._combine(t_ab, t_ba)
+
+    def _combine(self, t_ab: torch.Tensor, t_ba: torch.Tensor) -> torch.Tensor:
+        """S_ab from the directional results: already aggregated (mean/sum), or per-position
+        cosines (A, M, HW) / (M, A, HW) added position by position and then aggregated."""
+        if t_ab.dim() == 2:
+            return t_ab + t_ba.t()
+        both = t_ab + t_ba.transpose(0, 1)                                  # (A, M, HW)
+        if self.aggregation == "max":
+            return both.amax(-1)
+        lam = self.lambda_lse
+        return torch.logsumexp(both * lam, dim=-1) / lam
 
     def forward(self, feats_a: torch.Tensor, feats_b=None, chunk_size: int = 0) -> torch.Tensor:
         qa, ka, va = self.project(feats_a)
