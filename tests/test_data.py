@@ -406,3 +406,34 @@ def test_cub_closerlook_split(tmp_path):
     assert sorted(set(data.test_meta.dataset.original_labels)) == list(range(3, 200, 4))
     _check_task(data.test_tasks[0], 3, 1, 1, 3, 84)
     assert not list((tmp_path / "cub").glob("*.pkl"))
+
+
+def test_real_omniglot_small_pinned_bit_identical(real_cache):
+    """Checksums computed on the code before the data layer was split into per-format modules:
+    omniglot-small images and the seeded train/val/test episodes must never change (a long
+    training run and RESULTS.md compare across runs on them)."""
+    cfg = DataConfig(root=str(SHARED), cache_dir=str(real_cache), ways=5, shots=1, queries=15,
+                     val_episodes=20, test_episodes=50)
+    data = build_fewshot(cfg, seed=0)
+
+    def md5(b):
+        return hashlib.md5(b).hexdigest()
+    h = hashlib.md5()
+    for meta in (data.train_meta, data.val_meta, data.test_meta):
+        for i in (0, 1, 57, len(meta) - 1):
+            h.update(meta[i][0].numpy().tobytes())
+    assert h.hexdigest() == "c1f1802c56f163ec5579580a544679ec"
+    raw = data.train_meta.dataset.source
+    assert md5(torch.stack([torch.as_tensor(raw[i]) for i in (0, 5, 100)]).numpy().tobytes()) \
+        == "79d0d7af73cff8e4df65b4309ea3588a"
+
+    def desc(ts, n):
+        return [[dd.index for dd in ts.sampled_descriptions[i]] for i in range(n)]
+    assert desc(data.test_tasks, 1)[0][:6] == [657, 646, 656, 644, 649, 652]
+    assert md5(str(desc(data.test_tasks, 3)).encode()) == "493870be01ef1828e0374dba1903925c"
+    assert md5(str(desc(data.val_tasks, 3)).encode()) == "5a066d4a4aef7057b7f310b5f20cf931"
+    x, y = data.test_tasks[0]
+    assert md5(x.contiguous().numpy().tobytes()) == "6a6c04b3c9cd63d6589ffcb7ac71b480"
+    assert y.tolist()[:10] == [4] * 10
+    train = [data.train_tasks.sample_task_description() for _ in range(2)]
+    assert md5(str([[d.index for d in t] for t in train]).encode()) == "872343d8e45bd7f83c14745e7df7d450"
