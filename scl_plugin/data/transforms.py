@@ -27,9 +27,12 @@ OMNIGLOT_MEAN = (0.0763,)
 OMNIGLOT_STD = (0.2133,)
 
 
-def stats_for(kind: str, channels: int):
-    """(mean, std) tuples for an image ``kind`` ("gray" strokes or "rgb" natural) and channel count."""
-    if kind == "gray":
+def stats_for(kind: str, channels: int, stats=None):
+    """(mean, std) tuples for an image ``kind`` ("gray" strokes or "rgb" natural) and channel count;
+    ``stats`` = the data's own (mean, std) (``Split.stats``) when it has them."""
+    if stats is not None:
+        mean, std = tuple(stats[0]), tuple(stats[1])
+    elif kind == "gray":
         mean, std = OMNIGLOT_MEAN, OMNIGLOT_STD
     else:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -163,7 +166,7 @@ class ImageSet(Dataset):
 
     def __init__(self, source: Dataset, labels: Sequence, *, kind: str, channels: int,
                  image_size: int, augment: str = "none", two_view: bool = False,
-                 name: str = "split"):
+                 name: str = "split", stats=None):
         self.source = source
         self.original_labels = list(labels)
         classes = sorted(set(self.original_labels))
@@ -173,7 +176,8 @@ class ImageSet(Dataset):
         self.kind, self.channels, self.image_size = kind, channels, image_size
         self.augment_name, self.two_view, self.name = augment, two_view, name
         self.augment = build_augmentation(augment, kind, image_size)
-        mean, std = stats_for(kind, channels)
+        self.stats = stats
+        mean, std = stats_for(kind, channels, stats)
         self.mean = torch.tensor(mean).view(-1, 1, 1)
         self.std = torch.tensor(std).view(-1, 1, 1)
 
@@ -188,7 +192,7 @@ class ImageSet(Dataset):
         """The same images and labels with another augmentation / view count."""
         return ImageSet(self.source, self.original_labels, kind=self.kind, channels=self.channels,
                         image_size=self.image_size, augment=augment, two_view=two_view,
-                        name=self.name)
+                        name=self.name, stats=self.stats)
 
     def _view(self, img: torch.Tensor) -> torch.Tensor:
         if self.augment is not None:
