@@ -62,7 +62,9 @@ def _npz_member(path: Path, key: str):
     zf = zipfile.ZipFile(path)
     f = zf.open(f"{key}.npy")
     version = np.lib.format.read_magic(f)
-    shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    shape, fortran, dtype = read_header(f)
     if fortran or dtype != np.uint8 or len(shape) != 4:
         raise ValueError(f"'{key}' is {dtype} {shape}{' fortran' if fortran else ''}, expected "
                          "(N, H, W, 3) uint8")
