@@ -168,12 +168,23 @@ def test_unknown_layout_names_every_expected_file(tmp_path):
         load_splits("tiered-imagenet", tmp_path / "empty", image_size=84)
 
 
-def test_load_splits_is_built_once_per_process(tmp_path):
+def test_load_splits_is_built_once_per_process(tmp_path, monkeypatch):
     data = _mini_data(per_class=3)
     _write_mini_rfs(tmp_path / "rfs", data)
     a = load_splits("mini-imagenet", tmp_path / "rfs", image_size=84, cache_dir=str(tmp_path / "c"))
     b = load_splits("mini-imagenet", str(tmp_path / "rfs"), image_size=84, cache_dir=str(tmp_path / "c"))
     assert a["train"] is b["train"] and a is not b
+    # a new process (memo cleared) memory-maps the cache and never opens the pickles again
+    from scl_plugin.data import registry
+    from scl_plugin.data.formats import mini_imagenet
+    registry.clear_cache()
+
+    def no_pickle(path):
+        raise AssertionError(f"read {path}")
+    monkeypatch.setattr(mini_imagenet, "read_pickle", no_pickle)
+    c = load_splits("mini-imagenet", tmp_path / "rfs", image_size=84, cache_dir=str(tmp_path / "c"))
+    assert c["train"] is not a["train"] and c["train"].labels == a["train"].labels
+    assert torch.equal(c["test"].source[4], a["test"].source[4])
 
 
 # ----------------------------------------------------------------------------- tiered-ImageNet

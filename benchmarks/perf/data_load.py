@@ -3,7 +3,7 @@
 Writes a synthetic mini-ImageNet train split in learn2learn's format (``mini-imagenet-cache-
 train.pkl``: ``image_data`` N x 84 x 84 x 3 uint8 + ``class_dict``; default N = 38,400 = 64 x 600,
 813 MB, the real size; tiny val/test files next to it) to a temp dir, then measures, each in a
-fresh process (peak RSS = ``ru_maxrss`` of that process, torch import included):
+fresh process (peak RSS = ``VmHWM`` of that process, torch import included):
 
 * ``cold``: ``load_splits('mini-imagenet', ...)`` with an empty cache (decodes the pickle once and
   writes the ``.npy`` cache) and takes a first batch of 64 images;
@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import pickle
-import resource
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,12 @@ GB = 1024 ** 3
 
 
 def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB   # Linux: KiB
+    """VmHWM: peak RSS of this process image. (``ru_maxrss`` would not do: Linux carries it over
+    from the parent through fork + exec, and the parent held the whole array to write the pickle.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / GB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _smaps(pid="self") -> dict:
