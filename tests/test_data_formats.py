@@ -176,12 +176,12 @@ def test_load_splits_is_built_once_per_process(tmp_path, monkeypatch):
     assert a["train"] is b["train"] and a is not b
     # a new process (memo cleared) memory-maps the cache and never opens the pickles again
     from scl_plugin.data import registry
-    from scl_plugin.data.formats import mini_imagenet
+    from scl_plugin.data import pickles
     registry.clear_cache()
 
     def no_pickle(path):
         raise AssertionError(f"read {path}")
-    monkeypatch.setattr(mini_imagenet, "read_pickle", no_pickle)
+    monkeypatch.setattr(pickles, "read_pickle", no_pickle)
     c = load_splits("mini-imagenet", tmp_path / "rfs", image_size=84, cache_dir=str(tmp_path / "c"))
     assert c["train"] is not a["train"] and c["train"].labels == a["train"].labels
     assert torch.equal(c["test"].source[4], a["test"].source[4])

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from .base import NpySource, TensorSource
 
 __all__ = ["cached_arrays", "cached_object", "cache_key", "ArrayWriter"]
 
-CACHE_VERSION = "v2"
+CACHE_VERSION = "npy1"     # bump when what a cache holds changes (order, layout)
 
 
 def cache_key(paths: Sequence[Path], *extra) -> str:
@@ -87,7 +87,7 @@ def cached_arrays(cache_dir: Optional[str], sub: str, key: str,
     not writable) the images are built in memory instead.
     """
     if cache_dir:
-        folder = Path(cache_dir).expanduser() / sub / key
+        folder = Path(cache_dir).expanduser() / sub / f"{key}-{CACHE_VERSION}"
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
             return _cached_on_disk(folder, build)
@@ -168,7 +168,7 @@ def cached_object(cache_dir: Optional[str], sub: str, key: str, build: Callable[
     return obj
 
 
-def _plain(v):
+def plain_label(v):
     """A label as json can store it (numpy ints -> int)."""
     if isinstance(v, (str, int)):
         return v
@@ -187,7 +187,7 @@ def cached_hwc_split(cache_dir: Optional[str], sub: str, key: str,
 
     def build(open_writer):
         images, labels = read()
-        labels = [_plain(v) for v in labels]
+        labels = [plain_label(v) for v in labels]
         if images.ndim != 4 or images.dtype != np.uint8 or len(images) != len(labels):
             raise ValueError(f"expected (N, H, W, C) uint8 images and N labels, got "
                              f"{images.dtype} {tuple(images.shape)} and {len(labels)} labels")
@@ -216,7 +216,7 @@ def cached_encoded_split(cache_dir: Optional[str], sub: str, key: str,
 
     def build(open_writer):
         items, labels = read()
-        labels = [_plain(v) for v in labels]
+        labels = [plain_label(v) for v in labels]
         if len(items) != len(labels):
             raise ValueError(f"{len(items)} images but {len(labels)} labels")
         order = canonical_order(labels)

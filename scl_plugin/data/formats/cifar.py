@@ -16,7 +16,7 @@ from .. import DataError
 from ..base import Split, image_files, need_dir, need_file
 from ..cache import cache_key, cached_encoded_split
 from ..registry import LoadOptions, register
-from .mini_imagenet import load_data_labels_pickles
+from ..pickles import load_data_labels_pickles
 
 # RFS (dataset/cifar.py) normalises CIFAR-FS and FC100 with these.
 RFS_CIFAR_MEAN = (0.5071, 0.4867, 0.4408)

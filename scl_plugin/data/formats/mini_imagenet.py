@@ -8,7 +8,6 @@ episodes. Normalised with the RFS / SCL statistics.
 from __future__ import annotations
 
 import csv
-import pickle
 from pathlib import Path
 from typing import Dict
 
@@ -17,14 +16,13 @@ import numpy as np
 from .. import DataError
 from ..base import RFS_IMAGENET_MEAN, RFS_IMAGENET_STD, Split, need_dir, need_file
 from ..cache import cache_key, cached_encoded_split, cached_hwc_split
+from ..pickles import PICKLE_ERRORS as _BAD, load_data_labels_pickles, read_pickle
 from ..registry import LoadOptions, register
 
 MINI_HOW = ("Get the learn2learn pickles with learn2learn.vision.datasets.MiniImagenet(root, "
             "mode, download=True) on a machine with internet, or from "
             "https://zenodo.org/record/7978538, or point data.root at RFS's / MetaOptNet's "
             "miniImageNet_category_split_*.pickle files.")
-_BAD = (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError,
-        IndexError, RuntimeError)
 L2L_FILES = "mini-imagenet-cache-{train,validation,test}.pkl (learn2learn format)"
 RFS_FILES = ("miniImageNet_category_split_train_phase_train.pickle + "
              "miniImageNet_category_split_{val,test}.pickle (RFS / MetaOptNet)")
@@ -36,12 +34,6 @@ RFS_NAMES = {"train": "miniImageNet_category_split_train_phase_train.pickle",
 
 def _split(source, labels, where: str) -> Split:
     return Split(source, labels, "rgb", where, RFS_IMAGENET_MEAN, RFS_IMAGENET_STD)
-
-
-def read_pickle(path: Path):
-    """Python 2 pickles (RFS, MetaOptNet) need latin1; Python 3 ones load the same way."""
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
 
 
 @register("mini-imagenet", "l2l", files=L2L_FILES, how=MINI_HOW,
@@ -73,26 +65,6 @@ def load_l2l(root: Path, opts: LoadOptions) -> Dict[str, Split]:
                             f"({type(e).__name__}: {e}); expected a pickled dict with 'image_data' "
                             f"(N,84,84,3 uint8) and 'class_dict' {{class: [indices]}}. {MINI_HOW}") from None
         out[split] = _split(source, labels, str(path))
-    return out
-
-
-def load_data_labels_pickles(root: Path, names: Dict[str, str], dataset: str, files: str, how: str,
-                             opts: LoadOptions, sub: str):
-    """RFS-style pickles: a dict with ``data`` (N, H, W, 3) uint8 and ``labels`` per split."""
-    need_dir(root, dataset, files, how)
-    paths = {s: need_file(root / n, dataset, files, how) for s, n in names.items()}
-    out = {}
-    for split, path in paths.items():
-        def read(path=path):
-            d = read_pickle(path)
-            return np.asarray(d["data"]), list(d["labels"])
-        try:
-            source, labels = cached_hwc_split(opts.cache_dir, sub, cache_key([path], "data-labels"), read)
-        except _BAD as e:
-            raise DataError(f"{dataset}: {path} is not in the expected format ({type(e).__name__}: "
-                            f"{e}); expected a pickled dict with 'data' (N,H,W,3 uint8) and "
-                            f"'labels'. {how}") from None
-        out[split] = (source, labels, str(path))
     return out
 
 

@@ -12,9 +12,9 @@ import numpy as np
 
 from .. import DataError
 from ..base import RFS_IMAGENET_MEAN, RFS_IMAGENET_STD, Split, canonical_order, need_dir, need_file
-from ..cache import _plain, cache_key, cached_arrays, cached_encoded_split
+from ..cache import plain_label, cache_key, cached_arrays, cached_encoded_split
 from ..registry import LoadOptions, register
-from .mini_imagenet import read_pickle
+from ..pickles import read_pickle
 
 TIERED_HOW = ("Get it with learn2learn.vision.datasets.TieredImagenet(root, mode, download=True) "
               "on a machine with internet (12 GB), or point data.root at RFS's / MetaOptNet's "
@@ -83,7 +83,7 @@ def load_rfs(root: Path, opts: LoadOptions) -> Dict[str, Split]:
         lpath = need_file(root / f"{split}_labels.pkl", "tiered-imagenet", RFS_FILES, TIERED_HOW)
 
         def build(open_writer, ipath=ipath, lpath=lpath):
-            labels = [_plain(v) for v in read_pickle(lpath)["labels"]]
+            labels = [plain_label(v) for v in read_pickle(lpath)["labels"]]
             order = np.asarray(canonical_order(labels), dtype=np.int64)
             zf, f, shape = _npz_member(ipath, "images")
             with zf, f:
