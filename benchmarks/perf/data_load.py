@@ -16,11 +16,11 @@ fresh process (peak RSS = ``VmHWM`` of that process, torch import included):
 * baseline, same file, same run: ``learn2learn.vision.datasets.MiniImagenet(root, 'train')``.
 
 Goal (issue 15): warm peak RSS <= 1.5 GB, warm load <= 2 s, cold peak <= 2x the uint8 size.
-The learn2learn baseline peaks near 11 GB at full size; on a small shared machine run a fraction
+The learn2learn baseline peaks at 4.6 GB at full size (measured); on a small shared machine run a fraction
 with ``--images 9600`` (``--no-baseline`` skips it). Prints a table; the last line is one JSON
 object, also written to benchmarks/perf/results/data_load.json.
 
-    python benchmarks/perf/data_load.py                 # full size (needs ~13 GB free RAM for the baseline)
+    python benchmarks/perf/data_load.py                 # full size (~6 GB free RAM for the baseline)
     python benchmarks/perf/data_load.py --images 9600   # a quarter
 """
 from __future__ import annotations
