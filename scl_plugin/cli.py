@@ -71,8 +71,11 @@ def _eval(args: argparse.Namespace) -> None:
     from .config import config_from_dict, to_dict
     from .data import build_fewshot
     from .evaluation import format_table, mean_ci
-    method, cfg = pipeline.load_trained(args.run_dir)
-    if args.overrides:
+    if args.weights:
+        method, cfg = _method_from_weights(args)
+    else:
+        method, cfg = pipeline.load_trained(args.run_dir)
+    if args.overrides and not args.weights:
         from omegaconf import OmegaConf
         merged = OmegaConf.merge(OmegaConf.create(to_dict(cfg)), OmegaConf.from_dotlist(args.overrides))
         cfg = config_from_dict(OmegaConf.to_container(merged))
@@ -85,10 +88,35 @@ def _eval(args: argparse.Namespace) -> None:
                          "protocol": pipeline.protocol_for(cfg)}]))
 
 
+def _method_from_weights(args: argparse.Namespace):
+    """``--weights FILE --format rfs CONFIG``: the config's method with an RFS / SCL ResNet-12."""
+    from . import pipeline
+    from .backbones.rfs import RFSCheckpointError, load_rfs_weights
+    from .config import ConfigError, load_config
+    from .data import build_fewshot
+    cfg = load_config(args.run_dir, args.overrides)
+    if cfg.model.name != "resnet12":
+        raise ConfigError(f"--format {args.format} checkpoints are ResNet-12: set model.name=resnet12 "
+                          f"(config has {cfg.model.name!r})")
+    data = build_fewshot(cfg.data, seed=cfg.seed)
+    method = pipeline.build_method(cfg, data, init=False)
+    try:
+        load_rfs_weights(method.backbone.model, args.weights)
+    except RFSCheckpointError as e:
+        from .training import CheckpointError
+        raise CheckpointError(str(e)) from None
+    return method, cfg
+
+
 def eval_main(argv: Optional[List[str]] = None) -> int:
     p = _parser("scl-eval", "Evaluate a trained run on seeded test episodes (mean accuracy, 95% CI). "
                             "The SCL authors' protocol: eval.protocol=scl eval.support_augment=5 "
                             "eval.combine=sum eval.ci=t.", "run_dir")
+    p.add_argument("--weights", metavar="FILE", default=None,
+                   help="evaluate this checkpoint instead of a run: RUN_DIR is then a config YAML "
+                        "(e.g. scl-eval --weights resnet12_last.pth --format rfs configs/paper/mini-imagenet.yaml)")
+    p.add_argument("--format", choices=["rfs"], default="rfs",
+                   help="layout of --weights: rfs = RFS / SCL code ({'model': state_dict}, layer1..4 keys)")
     return _run(_eval, p.parse_args(argv))
 
 

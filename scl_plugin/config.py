@@ -51,6 +51,8 @@ def choices(*values: str, default: str) -> Any:
 class DataConfig:
     dataset: str = choices(*DATASETS, default="omniglot-small")
     root: str = "../shared/data"
+    # On-disk layout of `root` ("auto": detected from the files present; see the README table).
+    format: str = "auto"
     # Cross-domain: pretrain/meta-train on `dataset`, test episodes on `test_dataset`.
     test_dataset: Optional[str] = None
     test_root: Optional[str] = None

@@ -146,13 +146,14 @@ def test_mini_imagenet_format_read_only_root(tmp_path):
         assert data.num_classes == 4 and data.channels == 3 and len(data.train_set) == 24
         x, y = data.test_tasks[0]
         _check_task((x, y), 3, 1, 2, 3, 84)
-        # explicit normalisation: uint8 / 255, ImageNet mean/std -> values around [-2.2, 2.7]
-        assert -2.2 <= x.min() < -1.5 and 2.0 < x.max() <= 2.7
+        # explicit normalisation with RFS / SCL's mini-ImageNet statistics (a property of the
+        # dataset): (uint8 - 120.39586422) / 70.68188272 on channel 0 -> about [-1.70, 1.90]
+        assert -1.71 <= x.min() < -1.2 and 1.2 < x.max() <= 2.1
         raw = pickle.load(open(root / "mini-imagenet-cache-train.pkl", "rb"))["image_data"][0]
-        want = (torch.from_numpy(raw).permute(2, 0, 1).float() / 255
-                - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor(
-                    [0.229, 0.224, 0.225]).view(3, 1, 1)
-        assert torch.allclose(data.train_meta[0][0], want, atol=1e-5)
+        want = (torch.from_numpy(raw).permute(2, 0, 1).double()
+                - torch.tensor([120.39586422, 115.59361427, 104.54012653], dtype=torch.double).view(3, 1, 1)) \
+            / torch.tensor([70.68188272, 68.27635443, 72.54505529], dtype=torch.double).view(3, 1, 1)
+        assert torch.allclose(data.train_meta[0][0].double(), want, atol=1e-5)
         _check_task(data.train_tasks.sample(), 3, 1, 2, 3, 84)
         assert _files(root) == before                     # nothing written in the data root
     finally:
@@ -420,3 +421,34 @@ def test_second_view_has_its_own_augmentation():
     assert label == 0 and torch.equal(v1, plain) and not torch.allclose(v2, plain)
     same = base.variant("standard", two_view=True)
     assert same.augment2 is same.augment
+
+
+def test_real_omniglot_small_pinned_bit_identical(real_cache):
+    """Checksums computed on the code before the data layer was split into per-format modules:
+    omniglot-small images and the seeded train/val/test episodes must never change (a long
+    training run and RESULTS.md compare across runs on them)."""
+    cfg = DataConfig(root=str(SHARED), cache_dir=str(real_cache), ways=5, shots=1, queries=15,
+                     val_episodes=20, test_episodes=50)
+    data = build_fewshot(cfg, seed=0)
+
+    def md5(b):
+        return hashlib.md5(b).hexdigest()
+    h = hashlib.md5()
+    for meta in (data.train_meta, data.val_meta, data.test_meta):
+        for i in (0, 1, 57, len(meta) - 1):
+            h.update(meta[i][0].numpy().tobytes())
+    assert h.hexdigest() == "c1f1802c56f163ec5579580a544679ec"
+    raw = data.train_meta.dataset.source
+    assert md5(torch.stack([torch.as_tensor(raw[i]) for i in (0, 5, 100)]).numpy().tobytes()) \
+        == "79d0d7af73cff8e4df65b4309ea3588a"
+
+    def desc(ts, n):
+        return [[dd.index for dd in ts.sampled_descriptions[i]] for i in range(n)]
+    assert desc(data.test_tasks, 1)[0][:6] == [657, 646, 656, 644, 649, 652]
+    assert md5(str(desc(data.test_tasks, 3)).encode()) == "493870be01ef1828e0374dba1903925c"
+    assert md5(str(desc(data.val_tasks, 3)).encode()) == "5a066d4a4aef7057b7f310b5f20cf931"
+    x, y = data.test_tasks[0]
+    assert md5(x.contiguous().numpy().tobytes()) == "6a6c04b3c9cd63d6589ffcb7ac71b480"
+    assert y.tolist()[:10] == [4] * 10
+    train = [data.train_tasks.sample_task_description() for _ in range(2)]
+    assert md5(str([[d.index for d in t] for t in train]).encode()) == "872343d8e45bd7f83c14745e7df7d450"

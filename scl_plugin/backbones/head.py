@@ -10,9 +10,9 @@ import torch
 from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
-# mini-ImageNet statistics, the default_cfg normalisation of both registered models
-MINI_IMAGENET_MEAN = (120.39586422 / 255.0, 115.59361427 / 255.0, 104.54012653 / 255.0)
-MINI_IMAGENET_STD = (70.68188272 / 255.0, 68.27635443 / 255.0, 72.54505529 / 255.0)
+# mini-ImageNet statistics of RFS / SCL (a property of the data, defined with it), the
+# default_cfg normalisation of both registered models
+from ..data.base import RFS_IMAGENET_MEAN as MINI_IMAGENET_MEAN, RFS_IMAGENET_STD as MINI_IMAGENET_STD  # noqa: E402
 
 
 def fewshot_pretrained_cfg(first_conv: str) -> dict:

@@ -8,6 +8,11 @@ Public API::
     x, y = data.test_tasks[i]                       # fixed episode i (same for every method)
     xs, ys, xq, yq = split_support_query(x, y, ways, shots, queries)
     runs = load_omniglot_challenge(root)            # Lake et al.'s 20 one-shot runs
+    splits = load_splits("mini-imagenet", root, image_size=84, cache_dir=...)   # raw uint8 splits, memoised
+
+Each on-disk layout is one module of :mod:`.formats` registered in :mod:`.registry` (picked from
+the files present in ``data.root`` or by ``data.format``); decoded splits are cached as uint8
+``.npy`` files under ``data.cache_dir`` and memory-mapped (:mod:`.cache`).
 
 Every input problem (missing root or file, wrong format, not enough classes or images for the
 episode shape) raises one :class:`DataError` whose message names what was expected and how to
@@ -21,7 +26,8 @@ class DataError(ValueError):
 
 from .episodes import split_support_query  # noqa: E402
 from .fewshot import FewShotData, build_fewshot  # noqa: E402
-from .datasets import ChallengeRun, load_omniglot_challenge  # noqa: E402
+from .formats.omniglot import ChallengeRun, load_omniglot_challenge  # noqa: E402
+from .registry import load_splits  # noqa: E402
 
-__all__ = ["DataError", "FewShotData", "build_fewshot", "split_support_query",
+__all__ = ["DataError", "FewShotData", "build_fewshot", "split_support_query", "load_splits",
            "load_omniglot_challenge", "ChallengeRun"]

@@ -33,7 +33,7 @@ def make_meta_dataset(image_set):
     ``indices_to_labels`` is always passed, so no image is loaded to build the class index and
     no bookkeeping file is written anywhere.
     """
-    from .datasets import _l2l
+    from .base import l2l as _l2l
     return _l2l().data.MetaDataset(image_set, indices_to_labels=image_set.indices_to_labels())
 
 
@@ -56,7 +56,7 @@ def check_episode_feasible(meta, ways: int, shots: int, queries: int, where: str
 @functools.lru_cache(maxsize=None)
 def _seeded_class():
     """Defined on first use so that importing scl_plugin.data does not import learn2learn."""
-    from .datasets import _l2l
+    from .base import l2l as _l2l
     return type("SeededTaskDataset", (_SeededMixin, _l2l().data.TaskDataset), {})
 
 
@@ -110,7 +110,7 @@ def make_taskset(meta, ways: int, shots: int, queries: int, num_tasks: int, seed
     ``FusedNWaysKShots`` rather than ``NWays`` + ``KShots``: on Python 3.11 learn2learn's
     ``NWays`` fails when it is not the first transform, and the fused one is faster.
     """
-    from .datasets import _l2l
+    from .base import l2l as _l2l
     T = _l2l().data.transforms
     check_episode_feasible(meta, ways, shots, queries, where)
     transforms = [

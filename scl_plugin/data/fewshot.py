@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from . import DataError
-from .datasets import Split, load_splits
+from .base import Split
+from .registry import load_splits
 from .episodes import make_meta_dataset, make_taskset
 from .transforms import ImageSet
 
@@ -62,11 +63,12 @@ class FewShotData:
         return split_support_query(x, y, self.ways, self.shots, self.queries)
 
 
-def _image_set(split: Split, channels: int, image_size: int, augment: str, name: str) -> ImageSet:
+def _image_set(split: Split, channels: int, image_size: int, augment: str, name: str,
+               stats=None) -> ImageSet:
     if len(split.labels) == 0:
         raise DataError(f"{name}: split {split.where} is empty")
     return ImageSet(split.source, split.labels, kind=split.kind, channels=channels,
-                    image_size=image_size, augment=augment, name=name)
+                    image_size=image_size, augment=augment, name=name, stats=stats)
 
 
 def build_fewshot(cfg, seed: int = 0) -> FewShotData:
@@ -76,12 +78,14 @@ def build_fewshot(cfg, seed: int = 0) -> FewShotData:
     it); validation and test episodes depend on ``cfg.episode_seed`` alone, so every method and
     every run seed is evaluated on exactly the same tasks. Cross-domain: ``cfg.test_dataset``
     (read from ``cfg.test_root``, default ``cfg.root``) replaces the test split; its images are
-    converted to the training channel count.
+    converted to the training channel count and normalised like the training data (the
+    statistics are a property of the training dataset / format, e.g. RFS's for mini-ImageNet).
     """
     name = cfg.dataset
     size = int(cfg.image_size)
     splits = load_splits(name, cfg.root, image_size=size, cache_dir=cfg.cache_dir,
-                         cub_split=cfg.cub_split, download=cfg.download)
+                         cub_split=cfg.cub_split, download=cfg.download,
+                         format=getattr(cfg, "format", "auto"))
     channels = 1 if name in _GRAY else 3
     test_name = name
     if cfg.test_dataset:
@@ -93,10 +97,11 @@ def build_fewshot(cfg, seed: int = 0) -> FewShotData:
 
     train_aug = cfg.augment
     task_aug = "none" if cfg.augment == "none" else "standard"
-    train_images = _image_set(splits["train"], channels, size, "none", f"{name} train")
+    stats = splits["train"].stats
+    train_images = _image_set(splits["train"], channels, size, "none", f"{name} train", stats)
     train_set = train_images.variant(train_aug)
-    val_images = _image_set(splits["val"], channels, size, "none", f"{name} val")
-    test_images = _image_set(splits["test"], channels, size, "none", f"{test_name} test")
+    val_images = _image_set(splits["val"], channels, size, "none", f"{name} val", stats)
+    test_images = _image_set(splits["test"], channels, size, "none", f"{test_name} test", stats)
 
     train_meta = make_meta_dataset(train_images)
     val_meta = make_meta_dataset(val_images)

@@ -27,9 +27,12 @@ OMNIGLOT_MEAN = (0.0763,)
 OMNIGLOT_STD = (0.2133,)
 
 
-def stats_for(kind: str, channels: int):
-    """(mean, std) tuples for an image ``kind`` ("gray" strokes or "rgb" natural) and channel count."""
-    if kind == "gray":
+def stats_for(kind: str, channels: int, stats=None):
+    """(mean, std) tuples for an image ``kind`` ("gray" strokes or "rgb" natural) and channel count;
+    ``stats`` = the data's own (mean, std) (``Split.stats``) when it has them."""
+    if stats is not None:
+        mean, std = tuple(stats[0]), tuple(stats[1])
+    elif kind == "gray":
         mean, std = OMNIGLOT_MEAN, OMNIGLOT_STD
     else:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -169,7 +172,7 @@ class ImageSet(Dataset):
 
     def __init__(self, source: Dataset, labels: Sequence, *, kind: str, channels: int,
                  image_size: int, augment: str = "none", two_view: bool = False,
-                 name: str = "split", second_augment: Optional[str] = None):
+                 name: str = "split", second_augment: Optional[str] = None, stats=None):
         self.source = source
         self.original_labels = list(labels)
         classes = sorted(set(self.original_labels))
@@ -182,7 +185,8 @@ class ImageSet(Dataset):
         self.second_augment_name = second_augment
         self.augment2 = (self.augment if second_augment in (None, augment)
                          else build_augmentation(second_augment, kind, image_size))
-        mean, std = stats_for(kind, channels)
+        self.stats = stats
+        mean, std = stats_for(kind, channels, stats)
         self.mean = torch.tensor(mean).view(-1, 1, 1)
         self.std = torch.tensor(std).view(-1, 1, 1)
 
@@ -198,7 +202,7 @@ class ImageSet(Dataset):
         """The same images and labels with another augmentation / view count."""
         return ImageSet(self.source, self.original_labels, kind=self.kind, channels=self.channels,
                         image_size=self.image_size, augment=augment, two_view=two_view,
-                        name=self.name, second_augment=second_augment)
+                        name=self.name, second_augment=second_augment, stats=self.stats)
 
     def _view(self, img: torch.Tensor, second: bool = False) -> torch.Tensor:
         aug = self.augment2 if second else self.augment
