@@ -4,11 +4,16 @@ A *suite* YAML names a base config, the datasets, the evaluated (ways, shots) se
 the methods (each a config file plus overrides). For every dataset the harness
 
 1. trains each method into ``<run_dir>/<dataset>/<method>`` (or reuses ``final.pt`` when
-   it is already there, or resumes from the newest checkpoint when it was interrupted);
+   it is already there, or resumes from the newest checkpoint when it was interrupted), never
+   for other weight settings than the run's (:mod:`scl_plugin.runs`);
 2. evaluates every method on the *same* seeded test episodes for each setting (results are
-   cached per method and setting, so a rerun only computes what is missing);
+   cached in ``<run>/eval/<test set>/``, keyed by every evaluation setting and the checkpoint
+   files, so a rerun only computes what is missing and never serves a stale number);
 3. writes ``results.{md,csv,json}``, ``paired.{md,csv,json}`` (differences against the
    reference method, per-episode, with 95% CIs) and ``results.png`` into ``<run_dir>``.
+
+Data is built at most once per invocation (memo keyed by the data config) and only when a
+method must be trained or an evaluation is not cached: a fully cached rerun reads no image.
 
 Under ``accelerate launch`` training runs data-parallel and evaluation episodes are split
 across processes, then gathered in episode order.

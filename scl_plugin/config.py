@@ -285,6 +285,11 @@ def load_structured(schema_cls: type, path: Optional[os.PathLike] = None, overri
 def load_config(path: Optional[os.PathLike] = None, overrides: Sequence[str] = ()) -> Config:
     """Build a validated :class:`Config` from a YAML file and ``key=value`` overrides."""
     cfg = load_structured(Config, path, overrides)
+    for key in PATH_KEYS:         # left relative by the command line: the working directory's (shown absolute in errors)
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if isinstance(value, str) and value and not value.startswith(("~", "$")):
+            setattr(getattr(cfg, section), name, os.path.abspath(value))
     _check_choices(cfg)
     _check_values(cfg)
     return cfg

@@ -74,6 +74,9 @@ def weight_settings(cfg: Config) -> Dict[str, Any]:
     if cfg.method in ("ce", "scl") and cfg.distill.teacher:       # pretraining comes from the teacher
         skip |= {"loss", "train.epochs", "train.lr"}
     flat = _flatten(dataclasses.asdict(cfg))
+    for key in ("episodic.init_from", "distill.teacher"):     # the same run however it is spelled
+        if flat.get(key):
+            flat[key] = str(expand(flat[key]).resolve())
     return {k: v for k, v in sorted(flat.items()) if not _excluded(k, skip)}
 
 
@@ -124,7 +127,9 @@ def check_run(cfg: Config, restart_hint: str = "--restart") -> None:
             f"or {restart_hint} to retrain")
     have = json.loads(path.read_text()).get("settings", {})
     want = weight_settings(cfg)
-    diff = [k for k in sorted(set(have) | set(want)) if have.get(k, "<unset>") != want.get(k, "<unset>")]
+    # a key added to the config after the run was trained: fine while it has its default value
+    defaults = _flatten(dataclasses.asdict(Config()))
+    diff = [k for k in sorted(want) if (have[k] != want[k] if k in have else want[k] != defaults.get(k))]
     if diff:
         shown = ", ".join(f"{k}: {_show(have.get(k, '<unset>'))} there, {_show(want.get(k, '<unset>'))} now"
                           for k in diff[:6])

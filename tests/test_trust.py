@@ -176,7 +176,7 @@ def test_suite_override_precedence(tmp_path):
     assert (cfg.train.lr, cfg.train.epochs, cfg.train.momentum) == (0.6, 4, 0.4)
     assert cfg.data.root == str(tmp_path / "rel" / "suite")       # relative to the suite file
     cfg = method_config(load_suite(path, ["data.root=cli/rel"]), spec, ds, tmp_path / "suite")
-    assert cfg.data.root == "cli/rel"                               # command line: working directory
+    assert cfg.data.root == os.path.abspath("cli/rel")              # command line: working directory
     with pytest.raises(ConfigError, match="train.epochz"):
         load_suite(path, ["train.epochz=1"])
 
@@ -212,6 +212,8 @@ def test_user_mistakes_are_one_line_errors(tmp_path, capsys):
     assert train_main(tiny(tmp_path, "run", "train.lr_decay_epochs=5")) == 2
     err = one_line_error(capsys)
     assert "train.lr_decay_epochs" in err and "[60,80]" in err and "AnyNode" not in err
+    assert train_main(tiny(tmp_path, "run", "data.dataset=omniglot-small", "data.root=rel/nowhere")) == 2
+    assert os.path.abspath("rel/nowhere") in one_line_error(capsys)          # the absolute path it tried
     assert train_main(tiny(tmp_path, "run", "data.queries=0")) == 2
     assert "data.queries" in one_line_error(capsys)
     assert train_main([str(CONFIGS / "scl.yaml"), "--print-config", "train.epochs=3"]) == 0
