@@ -149,18 +149,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     t0 = time.time()
     suite = load_suite(args.suite)
-    rows = run_suite(suite)
-    run_root = expand(suite.run_dir)
     per_episode = {}
-    for r in rows:
-        spec = next(m for m in suite.methods if m.name == r["method"])
-        cfg = method_config(suite, spec, suite.datasets[0], run_root)
-        if r["dataset"] == "omniglot-challenge":
-            f = expand(cfg.run_dir) / "eval-challenge.json"
-        else:
-            f = expand(cfg.run_dir) / f"eval-{r['ways']}w{r['shots']}s-{suite.test_episodes}ep-seed{suite.episode_seed}.json"
-        per_episode.setdefault(f"{r['dataset']}|{r['ways']}|{r['shots']}", {})[r["method"]] = \
-            np.asarray(json.loads(f.read_text())["accuracies"])
+    rows = run_suite(suite, per_episode=per_episode)
+    run_root = expand(suite.run_dir)
     names = [m.name for m in suite.methods]
     analysed = [n for n in ("ce_gc_sc", "ce", "ce_gc", "ce_sc", "scl_distill", "protonet", "scl_protonet", "maml")
                 if n in names]

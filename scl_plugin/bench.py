@@ -201,20 +201,23 @@ def _known_errors():
 
 
 def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print,
-              restart: bool = False) -> List[Dict[str, Any]]:
+              restart: bool = False, per_episode: Optional[Dict[str, Dict[str, np.ndarray]]] = None
+              ) -> List[Dict[str, Any]]:
     """Train and evaluate every method of ``suite``; returns the result rows.
 
     A method that fails (bad checkpoint, settings that differ from its finished run, data
     problem) does not stop the others: the suite finishes what it can, writes the table,
     then raises :class:`SuiteFailed` naming each failed method and its fix. ``restart=True``
     retrains methods whose run was trained with other settings instead of refusing them.
+    ``per_episode`` (a dict) receives the per-episode accuracies, keyed ``"dataset|ways|shots"``
+    then by method name.
     """
     run_root = expand(suite.run_dir)
     acc = pipeline.make_accelerator(load_config(None))
     if not acc.is_main_process:          # one log, from the main process
         log = lambda *args, **kwargs: None  # noqa: E731
     rows: List[Dict[str, Any]] = []
-    per_episode: Dict[str, Dict[str, np.ndarray]] = {}
+    per_episode = {} if per_episode is None else per_episode
     failed: Dict[str, str] = {}
     memo = _Memo()
     trained = 0

@@ -275,7 +275,11 @@ def load_structured(schema_cls: type, path: Optional[os.PathLike] = None, overri
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
-            schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))
+            key, _, value = item.partition("=")
+            if any(part.isdigit() for part in key.split(".")):    # into a list entry: datasets.0.overrides=[...]
+                OmegaConf.update(schema, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=False)
+            else:
+                schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))
         return OmegaConf.to_object(schema)
     except OmegaConfBaseException as e:
         msg = _error_text(e)

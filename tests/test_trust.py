@@ -179,6 +179,9 @@ def test_suite_override_precedence(tmp_path):
     assert cfg.data.root == os.path.abspath("cli/rel")              # command line: working directory
     with pytest.raises(ConfigError, match="train.epochz"):
         load_suite(path, ["train.epochz=1"])
+    cfg = method_config(suite := load_suite(path, ["methods.0.overrides=[train.epochs=7]"]), suite.methods[0], ds,
+                        tmp_path / "suite")
+    assert cfg.train.epochs == 7                                    # an entry's own list, set from the command line
 
 
 # ----------------------------------------------------------------------------- scl-eval
