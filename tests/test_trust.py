@@ -152,11 +152,17 @@ def test_suite_refuses_changed_training_settings_and_finishes_the_other_methods(
     run_suite(load_suite(path))
     with pytest.raises(SuiteFailed, match=r"ce: .*train.epochs: 1 there, 2 now.*scl-bench --restart"):
         run_suite(load_suite(path, ["train.epochs=2"]))
+    ce_final = tmp_path / "suite" / "synthetic" / "ce_seed1" / "train" / "final.pt"
+    stamp = ce_final.stat().st_mtime_ns
+    run_suite(load_suite(path, ["train.epochs=2"]), restart=True)          # scl-bench --restart: retrain
+    assert ce_final.stat().st_mtime_ns != stamp
+    assert run_suite(load_suite(path, ["train.epochs=2"]))                   # now reused as is
+    assert ce_final.stat().st_mtime_ns != stamp
     # one damaged checkpoint: the other method is still evaluated and the failure reported at the end
     final = tmp_path / "suite" / "synthetic" / "ce" / "train" / "final.pt"
     final.write_bytes(final.read_bytes()[:100])
     capsys.readouterr()
-    assert bench_main([str(path)]) == 1
+    assert bench_main([str(path), "train.epochs=2"]) == 1
     err = one_line_error(capsys)
     assert "syn->syn / ce:" in err and "truncated or corrupt" in err and "--restart" in err
     table = json.loads((tmp_path / "suite" / "results.json").read_text())
