@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from scl_plugin import analysis, pipeline
-from scl_plugin.bench import challenge_cache_file, eval_cache_file, load_suite, method_config, run_suite
+from scl_plugin.bench import load_suite, method_config, run_suite
 from scl_plugin.data import build_fewshot
 from scl_plugin.evaluation import format_table, paired_difference
 from scl_plugin.utils import atomic_write_text, expand
@@ -260,18 +260,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     t0 = time.time()
     suite = load_suite(args.suite)
-    rows = run_suite(suite)
-    run_root = expand(suite.run_dir)
     per_episode = {}
-    for r in rows:
-        spec = next(m for m in suite.methods if m.name == r["method"])
-        cfg = method_config(suite, spec, suite.datasets[0], run_root)
-        if r["dataset"] == "omniglot-challenge":
-            f = challenge_cache_file(cfg)
-        else:
-            f = eval_cache_file(suite, cfg, r["ways"], r["shots"])
-        per_episode.setdefault(f"{r['dataset']}|{r['ways']}|{r['shots']}", {})[r["method"]] = \
-            np.asarray(json.loads(f.read_text())["accuracies"])
+    rows = run_suite(suite, per_episode=per_episode)
+    run_root = expand(suite.run_dir)
     names = [m.name for m in suite.methods]
     analysed = [n for n in ("ce_gc_sc", "ce", "ce_gc", "ce_sc", "scl_distill", "protonet", "scl_protonet", "maml")
                 if n in names]

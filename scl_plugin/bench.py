@@ -4,11 +4,16 @@ A *suite* YAML names a base config, the datasets, the evaluated (ways, shots) se
 the methods (each a config file plus overrides). For every dataset the harness
 
 1. trains each method into ``<run_dir>/<dataset>/<method>`` (or reuses ``final.pt`` when
-   it is already there, or resumes from the newest checkpoint when it was interrupted);
+   it is already there, or resumes from the newest checkpoint when it was interrupted), never
+   for other weight settings than the run's (:mod:`scl_plugin.runs`);
 2. evaluates every method on the *same* seeded test episodes for each setting (results are
-   cached per method and setting, so a rerun only computes what is missing);
+   cached in ``<run>/eval/<test set>/``, keyed by every evaluation setting and the checkpoint
+   files, so a rerun only computes what is missing and never serves a stale number);
 3. writes ``results.{md,csv,json}``, ``paired.{md,csv,json}`` (differences against the
    reference method, per-episode, with 95% CIs) and ``results.png`` into ``<run_dir>``.
+
+Data is built at most once per invocation (memo keyed by the data config) and only when a
+method must be trained or an evaluation is not cached: a fully cached rerun reads no image.
 
 Under ``accelerate launch`` training runs data-parallel and evaluation episodes are split
 across processes, then gathered in episode order.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -24,9 +30,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from . import pipeline
-from .config import Config, ConfigError, load_config, load_structured
-from .data import build_fewshot, load_omniglot_challenge
+from . import pipeline, runs
+from .config import Config, ConfigError, load_config, load_structured, resolve_override_paths
+from .data import build_fewshot, build_test_tasks, load_omniglot_challenge
 from .evaluation import mean_ci, paired_difference, plot_results, write_results
 from .utils import atomic_write_json, expand
 
@@ -70,9 +76,19 @@ class SuiteConfig:
     methods: List[MethodSpec] = field(default_factory=list)
 
 
+class SuiteFailed(RuntimeError):
+    """Some methods of a suite could not be trained or evaluated (the others were)."""
+
+
 def load_suite(path: Any, overrides: Sequence[str] = ()) -> SuiteConfig:
+    """Load a suite file. ``overrides`` naming a suite key (``test_episodes=100``) change the
+    suite; any other (``data.root=...``, ``train.epochs=2``) applies to every run of the suite
+    and wins over the dataset entries, the method entries and the suite's own ``overrides``."""
     path = Path(path)
-    suite = load_structured(SuiteConfig, path, overrides, what="suite")
+    suite_keys = {f.name for f in dataclasses.fields(SuiteConfig)}
+    mine = [o for o in overrides if o.split("=", 1)[0].split(".")[0] in suite_keys]
+    every_run = [o for o in overrides if o not in mine]
+    suite = load_structured(SuiteConfig, path, mine, what="suite")
     if not suite.methods:
         raise ConfigError(f"suite {path}: 'methods' is empty")
     names = [m.name for m in suite.methods]
@@ -85,45 +101,55 @@ def load_suite(path: Any, overrides: Sequence[str] = ()) -> SuiteConfig:
         if m.run_of is not None and m.run_of not in names[:i]:
             raise ConfigError(f"suite {path}: method {m.name!r}: run_of={m.run_of!r} must name an earlier "
                               f"method of the suite, one of {names[:i]}")
+    if suite.queries < 1:
+        raise ConfigError(f"suite key 'queries': must be >= 1, got {suite.queries}")
     if suite.reference is not None and suite.reference not in names:
         raise ConfigError(f"suite key 'reference': {suite.reference!r} is not one of {names}")
+    here = path.resolve().parent        # input paths written in the suite file: relative to it
+    suite.overrides = resolve_override_paths(suite.overrides, here)
+    for entry in [*suite.datasets, *suite.methods]:
+        entry.overrides = resolve_override_paths(entry.overrides, here)
     suite._path = path  # type: ignore[attr-defined]
+    suite._every_run = every_run  # type: ignore[attr-defined]
+    if every_run:                       # validate now: a typo fails before any training
+        load_config(None, every_run)
     return suite
 
 
 def method_config(suite: SuiteConfig, spec: MethodSpec, dataset: DatasetSpec, run_root: Path) -> Config:
+    """The config of one method on one dataset entry. Precedence, lowest first: the suite's
+    ``overrides``, the method entry, the dataset entry, the command line."""
     base = suite._path.parent  # type: ignore[attr-defined]
-    overrides = [*suite.overrides, f"data.dataset={dataset.name}", *dataset.overrides, *spec.overrides,
-                 f"run_dir={run_root / dataset.name / spec.name}"]
-    cfg = load_config(base / spec.config, overrides)
+    overrides = [*suite.overrides, *spec.overrides, f"data.dataset={dataset.name}", *dataset.overrides,
+                 *getattr(suite, "_every_run", []), f"run_dir={run_root / dataset.name / spec.name}"]
     if spec.init_from_method:
         source = run_root / dataset.name / spec.init_from_method
+        cfg = load_config(base / spec.config, overrides)
         key = "episodic.init_from" if cfg.method in pipeline.EPISODIC else "distill.teacher"
-        cfg = load_config(base / spec.config, overrides + [f"{key}={source}"])
-    return cfg
+        overrides = overrides + [f"{key}={source}"]
+    return load_config(base / spec.config, overrides)
 
 
-def protocol_tag(cfg: Config) -> str:
-    """Part of an evaluation cache's file name that tells the protocols apart ("" for pooled)."""
-    if pipeline.protocol_for(cfg) != "scl":
-        return ""
-    return f"-scl-aug{cfg.eval.support_augment}-{cfg.eval.combine}"
+def training_config(cfg: Config) -> Config:
+    """``cfg`` as trained: the test set of a cross-domain entry is not part of the training
+    run (one run serves every test set; its config.yaml names none of them)."""
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test_dataset=None, test_root=None))
 
 
-def eval_cache_file(suite: SuiteConfig, cfg: Config, ways: int, shots: int, label: Optional[str] = None) -> Path:
-    """Where the per-episode accuracies of ``cfg`` on one suite setting are cached."""
-    prefix = f"eval-{label}-" if label else "eval-"
-    return expand(cfg.run_dir) / (f"{prefix}{ways}w{shots}s-{suite.test_episodes}ep-seed{suite.episode_seed}"
-                                  f"{protocol_tag(cfg)}.json")
+def _safe(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", label.replace("->", "-to-")).strip("-") or "test"
 
 
-def challenge_cache_file(cfg: Config) -> Path:
-    return expand(cfg.run_dir) / f"eval-challenge{protocol_tag(cfg)}.json"
+def _read_cache(cache: Path, key: Dict[str, Any]) -> Optional[np.ndarray]:
+    if not cache.exists():
+        return None
+    stored = json.loads(cache.read_text())
+    if stored.get("key") != json.loads(json.dumps(key, default=str)):
+        return None
+    return np.asarray(stored["accuracies"])
 
 
-def _evaluate_cached(method, cfg: Config, tasks, ways: int, shots: int, queries: int, acc, cache: Path) -> np.ndarray:
-    if cache.exists():
-        return np.asarray(json.loads(cache.read_text())["accuracies"])
+def _evaluate(method, cfg: Config, tasks, ways: int, shots: int, queries: int, acc) -> np.ndarray:
     n = len(tasks)
     mine = np.arange(n)[acc.process_index::acc.num_processes]
     part = pipeline.evaluate(method, cfg, tasks, ways, shots, queries, indices=mine,
@@ -134,11 +160,8 @@ def _evaluate_cached(method, cfg: Config, tasks, ways: int, shots: int, queries:
         accs = np.zeros(n)
         for i, a in pieces:
             accs[i] = a
-    else:
-        accs = np.asarray(part, dtype=float)
-    if acc.is_main_process:
-        atomic_write_json(cache, {"ways": ways, "shots": shots, "episodes": n, "accuracies": accs.tolist()})
-    return accs
+        return accs
+    return np.asarray(part, dtype=float)
 
 
 def challenge_accuracies(method, cfg: Config) -> np.ndarray:
@@ -152,80 +175,166 @@ def challenge_accuracies(method, cfg: Config) -> np.ndarray:
     return pipeline.evaluate(method, cfg, episodes, n_support, 1, None, progress=False, split=split)
 
 
-def _classifier_label(cfg: Config) -> str:
+def classifier_label(cfg: Config) -> str:
+    """The classifier column of the table: the classifier, and the SCL protocol's options."""
     clf = pipeline.classifier_for(cfg)
-    return clf + protocol_tag(cfg).replace("-scl", " scl", 1) if protocol_tag(cfg) else clf
+    if pipeline.protocol_for(cfg) != "scl":
+        return clf
+    return f"{clf} scl-aug{cfg.eval.support_augment}-{cfg.eval.combine}"
 
 
-def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print) -> List[Dict[str, Any]]:
-    """Train and evaluate every method of ``suite``; returns the result rows."""
+class _Memo:
+    """Data built at most once per invocation and only when needed, keyed by the data config."""
+
+    def __init__(self):
+        self.built: Dict[str, Any] = {}
+
+    def get(self, kind: str, key: Any, build):
+        k = kind + json.dumps(key, sort_keys=True, default=str)
+        if k not in self.built:
+            self.built[k] = build()
+        return self.built[k]
+
+    def fewshot(self, cfg: Config):
+        return self.get("fewshot", [dataclasses.asdict(cfg.data), cfg.seed],
+                        lambda: build_fewshot(cfg.data, seed=cfg.seed))
+
+    def test_tasks(self, data_cfg):
+        return self.get("test", dataclasses.asdict(data_cfg), lambda: build_test_tasks(data_cfg))
+
+
+def _known_errors():
+    from .data import DataError
+    from .training import CheckpointError, TrainingError
+    from .utils import RunDirError
+    return (ConfigError, DataError, CheckpointError, TrainingError, RunDirError)
+
+
+def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print,
+              restart: bool = False, per_episode: Optional[Dict[str, Dict[str, np.ndarray]]] = None
+              ) -> List[Dict[str, Any]]:
+    """Train and evaluate every method of ``suite``; returns the result rows.
+
+    A method that fails (bad checkpoint, settings that differ from its finished run, data
+    problem) does not stop the others: the suite finishes what it can, writes the table,
+    then raises :class:`SuiteFailed` naming each failed method and its fix. ``restart=True``
+    retrains methods whose run was trained with other settings instead of refusing them.
+    ``per_episode`` (a dict) receives the per-episode accuracies, keyed ``"dataset|ways|shots"``
+    then by method name.
+    """
     run_root = expand(suite.run_dir)
     acc = pipeline.make_accelerator(load_config(None))
     if not acc.is_main_process:          # one log, from the main process
         log = lambda *args, **kwargs: None  # noqa: E731
     rows: List[Dict[str, Any]] = []
-    per_episode: Dict[str, Dict[str, np.ndarray]] = {}
+    per_episode = {} if per_episode is None else per_episode
+    failed: Dict[str, str] = {}
+    memo = _Memo()
     trained = 0
     for ds in suite.datasets:
         for spec in suite.methods:
-            cfg = method_config(suite, spec, ds, run_root)
-            source = dataclasses.replace(cfg, run_dir=str(run_root / ds.name / spec.run_of)) if spec.run_of else cfg
-            done = pipeline.is_done(source)
-            if not done and max_methods is not None and trained >= max_methods:
-                log(f"[suite] stopping before {spec.name}: budget of {max_methods} trained method(s) reached")
-                return rows
             label = ds.label or ds.name
-            log(f"[suite] {label} / {spec.name}: " + (f"evaluating the run of {spec.run_of}" if spec.run_of else
-                                                       "reusing finished checkpoint" if done else "training"))
-            data = build_fewshot(cfg.data, seed=cfg.seed)
-            if spec.run_of:
-                method, _ = pipeline.load_trained(source.run_dir, data)   # no training of its own
-                train_s = 0.0
-            else:
-                method = pipeline.train(cfg, data=data, accelerator=acc)
+            where = f"{label} / {spec.name}"
+            source_name = spec.run_of or spec.init_from_method
+            if source_name and f"{label} / {source_name}" in failed:
+                failed[where] = f"skipped: it starts from {source_name}, which failed"
+                log(f"[suite] {where}: {failed[where]}")
+                continue
+            try:
+                cfg = method_config(suite, spec, ds, run_root)
+                if spec.run_of:          # no training of its own: score an earlier method's run
+                    source = training_config(dataclasses.replace(
+                        cfg, run_dir=str(run_root / ds.name / spec.run_of)))
+                    log(f"[suite] {where}: evaluating the run of {spec.run_of}")
+                    method, _ = pipeline.load_trained(source.run_dir, data=lambda: memo.fewshot(source))
+                    rows += _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log,
+                                             source=source)
+                    continue
+                tcfg = training_config(cfg)
+                resume = True
+                if restart:
+                    try:
+                        runs.check_run(tcfg)
+                    except runs.SettingsMismatch:
+                        resume = False
+                done = resume and pipeline.is_done(tcfg)
+                if not done and max_methods is not None and trained >= max_methods:
+                    log(f"[suite] stopping before {spec.name}: budget of {max_methods} trained method(s) reached")
+                    return rows
+                if resume:
+                    runs.check_run(tcfg, restart_hint="scl-bench --restart")
+                log(f"[suite] {where}: " + ("reusing finished checkpoint" if done else "training"))
+                method = pipeline.train(tcfg, data=lambda: memo.fewshot(tcfg), accelerator=acc, resume=resume)
                 trained += 0 if done else 1
-                train_s = pipeline.train_seconds(cfg)
-            for ways, shots in suite.settings:
-                test_cfg = dataclasses.replace(cfg.data, ways=ways, shots=shots, queries=suite.queries,
-                                               test_episodes=suite.test_episodes, episode_seed=suite.episode_seed)
-                tasks = build_fewshot(test_cfg, seed=suite.episode_seed).test_tasks
-                cache = eval_cache_file(suite, cfg, ways, shots, ds.label)
-                accs = _evaluate_cached(method, cfg, tasks, ways, shots, suite.queries, acc, cache)
-                mean, ci = mean_ci(accs, ci=cfg.eval.ci)
-                key = f"{label}|{ways}|{shots}"
-                per_episode.setdefault(key, {})[spec.name] = accs
-                rows.append({"method": spec.name, "dataset": label, "ways": ways, "shots": shots,
-                             "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": train_s,
-                             "classifier": _classifier_label(cfg)})
-                log(f"[suite]   {ways}-way {shots}-shot: {100 * mean:.2f} +- {100 * ci:.2f}")
-            if suite.challenge and ds.name.startswith("omniglot"):
-                cache = challenge_cache_file(cfg)
-                if cache.exists():
-                    accs = np.asarray(json.loads(cache.read_text())["accuracies"])
-                else:
-                    accs = challenge_accuracies(method, cfg)
-                    if acc.is_main_process:
-                        atomic_write_json(cache, {"runs": len(accs), "accuracies": accs.tolist()})
-                mean, ci = mean_ci(accs, ci=cfg.eval.ci)
-                per_episode.setdefault("omniglot-challenge|20|1", {})[spec.name] = accs
-                rows.append({"method": spec.name, "dataset": "omniglot-challenge", "ways": 20, "shots": 1,
-                             "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": train_s,
-                             "classifier": _classifier_label(cfg), "error_pct": round(100 * (1 - mean), 2)})
-                log(f"[suite]   one-shot challenge (20 runs): error {100 * (1 - mean):.2f}%")
-    if acc.is_main_process:
+                rows += _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log)
+            except _known_errors() as e:
+                failed[where] = str(e)
+                log(f"[suite] {where}: FAILED: {e}")
+    if acc.is_main_process and rows:
         write_results(rows, run_root, name="results")
         plot_results(rows, run_root / "results.png")
         if suite.reference:
-            paired = []
-            for key, by_method in per_episode.items():
-                dataset, ways, shots = key.split("|")
-                ref = by_method.get(suite.reference)
-                for name, accs in by_method.items():
-                    if ref is None or name == suite.reference:
-                        continue
-                    diff, ci = paired_difference(accs, ref)
-                    paired.append({"method": f"{name} - {suite.reference}", "dataset": dataset, "ways": int(ways),
-                                   "shots": int(shots), "episodes": len(accs), "acc": diff, "ci95": ci})
-            if paired:
-                write_results(paired, run_root, name="paired")
+            _write_paired(suite, per_episode, run_root)
+    if failed:
+        raise SuiteFailed(f"{len(failed)} of {len(suite.datasets) * len(suite.methods)} runs failed (the others "
+                          f"are in {run_root}/results.md): " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
     return rows
+
+
+def _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log,
+                     source: Optional[Config] = None) -> List[Dict[str, Any]]:
+    """Evaluate ``method`` on every setting of the suite (cached). ``source``: the run whose
+    weights these are when it is another method's (``run_of``); its checkpoints key the cache."""
+    rows = []
+    label = ds.label or ds.name
+    clf = pipeline.classifier_for(cfg)
+    checkpoints = pipeline.final_checkpoints(source or training_config(cfg))
+    train_s = 0.0 if source is not None else pipeline.train_seconds(cfg)
+    shown = classifier_label(cfg)
+    folder = expand(cfg.run_dir) / "eval" / _safe(label)
+    for ways, shots in suite.settings:
+        test_cfg = dataclasses.replace(cfg.data, ways=ways, shots=shots, queries=suite.queries,
+                                       test_episodes=suite.test_episodes, episode_seed=suite.episode_seed)
+        key = runs.eval_key(cfg, classifier=clf, checkpoints=checkpoints, ways=ways, shots=shots,
+                            queries=suite.queries, episodes=suite.test_episodes, episode_seed=suite.episode_seed)
+        cache = folder / f"{ways}w{shots}s-{suite.test_episodes}ep-seed{suite.episode_seed}-{runs.key_hash(key)}.json"
+        accs = _read_cache(cache, key)
+        if accs is None:
+            accs = _evaluate(method, cfg, memo.test_tasks(test_cfg), ways, shots, suite.queries, acc)
+            if acc.is_main_process:
+                atomic_write_json(cache, {"key": key, "episodes": len(accs), "accuracies": accs.tolist()})
+        mean, ci = mean_ci(accs, ci=cfg.eval.ci)
+        per_episode.setdefault(f"{label}|{ways}|{shots}", {})[spec.name] = accs
+        rows.append({"method": spec.name, "dataset": label, "ways": ways, "shots": shots,
+                     "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": train_s, "classifier": shown})
+        log(f"[suite]   {ways}-way {shots}-shot: {100 * mean:.2f} +- {100 * ci:.2f}")
+    if suite.challenge and ds.name.startswith("omniglot"):
+        key = runs.eval_key(cfg, classifier=clf, checkpoints=checkpoints, challenge="lake-20-runs")
+        cache = folder / f"challenge-{runs.key_hash(key)}.json"
+        accs = _read_cache(cache, key)
+        if accs is None:
+            accs = challenge_accuracies(method, cfg)
+            if acc.is_main_process:
+                atomic_write_json(cache, {"key": key, "runs": len(accs), "accuracies": accs.tolist()})
+        mean, ci = mean_ci(accs, ci=cfg.eval.ci)
+        per_episode.setdefault("omniglot-challenge|20|1", {})[spec.name] = accs
+        rows.append({"method": spec.name, "dataset": "omniglot-challenge", "ways": 20, "shots": 1,
+                     "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": train_s,
+                     "classifier": shown, "error_pct": round(100 * (1 - mean), 2)})
+        log(f"[suite]   one-shot challenge (20 runs): error {100 * (1 - mean):.2f}%")
+    return rows
+
+
+def _write_paired(suite, per_episode, run_root) -> None:
+    paired = []
+    for key, by_method in per_episode.items():
+        dataset, ways, shots = key.split("|")
+        ref = by_method.get(suite.reference)
+        for name, accs in by_method.items():
+            if ref is None or name == suite.reference:
+                continue
+            diff, ci = paired_difference(accs, ref)
+            paired.append({"method": f"{name} - {suite.reference}", "dataset": dataset, "ways": int(ways),
+                           "shots": int(shots), "episodes": len(accs), "acc": diff, "ci95": ci})
+    if paired:
+        write_results(paired, run_root, name="paired")

@@ -14,22 +14,38 @@ EXIT_CONFIG, EXIT_RUNTIME = 2, 1
 
 
 def _known_errors():
+    from .bench import SuiteFailed
     from .config import ConfigError
     from .data import DataError
     from .training import CheckpointError, TrainingError
-    return (ConfigError, DataError, CheckpointError, TrainingError, FileNotFoundError)
+    return (ConfigError, DataError, CheckpointError, TrainingError, SuiteFailed, OSError)
+
+
+def _bad_input():
+    """Errors that are the user's input (config, data, paths, permissions): exit code 2."""
+    from .config import ConfigError
+    from .data import DataError
+    from .utils import RunDirError
+    return (ConfigError, DataError, RunDirError, PermissionError, FileNotFoundError, IsADirectoryError,
+            NotADirectoryError)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None and not str(e).startswith("cannot"):
+        return f"cannot use {e.filename}: {e.strerror or e}; check the path and its permissions"
+    return " ".join(str(e).split("\n")).strip()
 
 
 def _run(fn: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> int:
-    from .config import ConfigError
+    """Run a command: 0 on success, 2 for bad input, 1 for a run that failed; one line on error."""
     try:
         fn(args)
     except KeyboardInterrupt:
         print("interrupted: checkpoints so far are kept; rerun the same command to resume", file=sys.stderr)
         return 130
     except _known_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_RUNTIME
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_CONFIG if isinstance(e, _bad_input()) else EXIT_RUNTIME
     return 0
 
 
@@ -53,35 +69,47 @@ def _train(args: argparse.Namespace) -> None:
         from .config import to_yaml
         print(to_yaml(cfg), end="")
         return
-    pipeline.train(cfg, resume=not args.no_resume)
+    pipeline.train(cfg, resume=not (args.no_resume or args.restart))
     print(f"trained {cfg.method}: checkpoints in {cfg.run_dir}")
 
 
 def train_main(argv: Optional[List[str]] = None) -> int:
     p = _parser("scl-train", "Train one method (SCL, CE, ProtoNet, MAML, ...) from a config.", "config")
-    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in run_dir and start over")
+    p.add_argument("--restart", action="store_true",
+                   help="delete run_dir's checkpoints and train from scratch (needed to change weight settings)")
+    p.add_argument("--no-resume", action="store_true", help="same as --restart")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (every key, with overrides applied) and exit")
-    return _run(_train, p.parse_args(argv))
+    return _run(_train, p.parse_intermixed_args(argv))
 
 
 # ----------------------------------------------------------------------------- eval
 def _eval(args: argparse.Namespace) -> None:
-    from . import pipeline
-    from .config import config_from_dict, to_dict
-    from .data import build_fewshot
+    from . import pipeline, runs
+    from .config import ConfigError, load_config
+    from .data import build_test_tasks
     from .evaluation import format_table, mean_ci
     if args.weights:
         method, cfg = _method_from_weights(args)
     else:
-        method, cfg = pipeline.load_trained(args.run_dir)
-    if args.overrides and not args.weights:
-        from omegaconf import OmegaConf
-        merged = OmegaConf.merge(OmegaConf.create(to_dict(cfg)), OmegaConf.from_dotlist(args.overrides))
-        cfg = config_from_dict(OmegaConf.to_container(merged))
-    data = build_fewshot(cfg.data, seed=cfg.seed)
+        from .utils import expand
+        run_dir = expand(args.run_dir)
+        if not (run_dir / "config.yaml").exists():
+            raise ConfigError(f"{run_dir.resolve()} is not a run directory (no config.yaml): give a run_dir "
+                              f"written by scl-train")
+        trained = load_config(run_dir / "config.yaml")
+        cfg = load_config(run_dir / "config.yaml", args.overrides)
+        have, want = runs.weight_settings(trained), runs.weight_settings(cfg)
+        changed = [k for k in want if have.get(k) != want.get(k)
+                   and (not k.startswith("data.") or k == "data.image_size")]
+        if changed:      # evaluation and episode options only: the weights are what they were trained with
+            raise ConfigError(f"{', '.join(changed)} cannot change in scl-eval: the run was trained with "
+                              f"{', '.join(f'{k}={have.get(k)}' for k in changed)}; override only eval.* and "
+                              f"data.* test settings, or train another run")
+        method, _ = pipeline.load_trained(run_dir, cfg=cfg)
     d = cfg.data
-    accs = pipeline.evaluate(method, cfg, data.test_tasks, d.ways, d.shots, d.queries)
+    tasks = build_test_tasks(d)          # the test split only: train/validation are not needed
+    accs = pipeline.evaluate(method, cfg, tasks, d.ways, d.shots, d.queries)
     mean, ci = mean_ci(accs, ci=cfg.eval.ci)
     print(format_table([{"method": cfg.method, "dataset": d.test_dataset or d.dataset, "ways": d.ways,
                          "shots": d.shots, "episodes": len(accs), "acc": mean, "ci95": ci,
@@ -117,7 +145,7 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
                         "(e.g. scl-eval --weights resnet12_last.pth --format rfs configs/paper/mini-imagenet.yaml)")
     p.add_argument("--format", choices=["rfs"], default="rfs",
                    help="layout of --weights: rfs = RFS / SCL code ({'model': state_dict}, layer1..4 keys)")
-    return _run(_eval, p.parse_args(argv))
+    return _run(_eval, p.parse_intermixed_args(argv))
 
 
 # ----------------------------------------------------------------------------- bench
@@ -125,7 +153,7 @@ def _bench(args: argparse.Namespace) -> None:
     from .bench import load_suite, run_suite
     from .evaluation import format_table
     suite = load_suite(args.suite, args.overrides)
-    rows = run_suite(suite, max_methods=args.max_methods)
+    rows = run_suite(suite, max_methods=args.max_methods, restart=args.restart)
     from accelerate import PartialState
     if rows and PartialState().is_main_process:
         print()
@@ -138,7 +166,9 @@ def bench_main(argv: Optional[List[str]] = None) -> int:
                              "episodes, write a table and a plot.", "suite")
     p.add_argument("--max-methods", type=int, default=None,
                    help="train at most this many methods, then stop (rerun to continue)")
-    return _run(_bench, p.parse_args(argv))
+    p.add_argument("--restart", action="store_true",
+                   help="retrain the methods whose finished run was trained with other settings")
+    return _run(_bench, p.parse_intermixed_args(argv))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

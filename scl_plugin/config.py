@@ -210,9 +210,13 @@ def _read_yaml(path: Path, seen: tuple = ()) -> Dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    _resolve_paths(data, path.parent)
     base = data.pop("_base_", None)
     if base is None:
         return data
@@ -220,9 +224,37 @@ def _read_yaml(path: Path, seen: tuple = ()) -> Dict[str, Any]:
     return OmegaConf.to_container(merged)
 
 
+# Paths that name inputs: relative ones in a config file are relative to that file's folder
+# (on the command line: to the working directory). run_dir and cache_dir are outputs and stay
+# relative to the working directory.
+PATH_KEYS = ("data.root", "data.test_root")
+
+
+def _resolve_paths(data: Dict[str, Any], folder: Path) -> None:
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        value = (data.get(section) or {}).get(name) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value and not value.startswith(("~", "$", "/")):
+            data[section][name] = os.path.normpath(str(folder / value))
+
+
+def resolve_override_paths(overrides: Sequence[str], folder: Path) -> List[str]:
+    """``key=value`` items written in a file (e.g. a suite's overrides): relative input paths
+    are made relative to that file's folder, like the same keys in a config file."""
+    out = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key in PATH_KEYS and value and not value.startswith(("~", "$", "/")):
+            item = f"{key}={os.path.normpath(str(folder / value))}"
+        out.append(item)
+    return out
+
+
 def _error_text(e: OmegaConfBaseException) -> str:
     key = getattr(e, "full_key", None) or getattr(e, "key", None)
     msg = str(e).splitlines()[0]
+    if "ListConfig" in msg or "list" in msg.lower() and "Value" in msg:
+        return f"config key '{key}': expected a list, e.g. {key}=[60,80]"
     if "not in" in msg or "Key '" in msg and "not" in msg:
         return f"unknown config key '{key}'"
     return f"config key '{key}': {msg}"
@@ -259,8 +291,8 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"config key '{key}': must be > 0, got {v}")
     if d.num_workers < -1:
         raise ConfigError(f"config key 'data.num_workers': must be >= 0 (or -1: automatic), got {d.num_workers}")
-    if d.queries < (1 if cfg.method in EPISODIC_METHODS else 0):
-        raise ConfigError(f"config key 'data.queries': must be >= 1 for episodic training, got {d.queries}")
+    if d.queries < 1:
+        raise ConfigError(f"config key 'data.queries': must be >= 1, got {d.queries}")
     if cfg.distill.teacher and cfg.distill.generations < 1:
         raise ConfigError("config key 'distill.teacher' needs distill.generations >= 1 (a teacher with no "
                           "student generation trains nothing)")
@@ -293,7 +325,11 @@ def load_structured(schema_cls: type, path: Optional[os.PathLike] = None, overri
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
-            schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))
+            key, _, value = item.partition("=")
+            if any(part.isdigit() for part in key.split(".")):    # into a list entry: datasets.0.overrides=[...]
+                OmegaConf.update(schema, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=False)
+            else:
+                schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))
         return OmegaConf.to_object(schema)
     except OmegaConfBaseException as e:
         msg = _error_text(e)
@@ -303,6 +339,11 @@ def load_structured(schema_cls: type, path: Optional[os.PathLike] = None, overri
 def load_config(path: Optional[os.PathLike] = None, overrides: Sequence[str] = ()) -> Config:
     """Build a validated :class:`Config` from a YAML file and ``key=value`` overrides."""
     cfg = load_structured(Config, path, overrides)
+    for key in PATH_KEYS:         # left relative by the command line: the working directory's (shown absolute in errors)
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if isinstance(value, str) and value and not value.startswith(("~", "$")):
+            setattr(getattr(cfg, section), name, os.path.abspath(value))
     _check_choices(cfg)
     _check_values(cfg)
     return cfg

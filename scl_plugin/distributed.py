@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_initialized", "rank", "world_size", "all_gather", "all_gather_with_grad"]
+__all__ = ["is_initialized", "rank", "world_size", "all_gather", "all_gather_with_grad", "broadcast_buffers",
+           "check_launch"]
 
 
 def is_initialized() -> bool:
@@ -85,3 +86,31 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
         return x
     _check_equal_sizes(x)
     return _AllGatherWithGrad.apply(x)
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy every buffer (BatchNorm running statistics...) of rank ``src`` to all ranks.
+
+    DDP keeps *weights* identical but each rank's BatchNorm updates its running statistics
+    from its own shard in the last forward; rank 0's are the ones saved in ``final.pt``, so
+    after training every rank must hold them to evaluate exactly the saved model.
+    """
+    if not is_initialized():
+        return
+    for b in module.buffers():
+        if b is not None:
+            dist.broadcast(b.data, src=src)
+
+
+def check_launch(num_processes: int, environ=None) -> None:
+    """Refuse a launch where the launcher started several processes but this one runs alone
+    (``accelerate launch --multi_gpu`` on a machine without GPUs): they would train unsynchronised
+    copies writing the same files."""
+    import os
+    env = os.environ if environ is None else environ
+    launched = int(env.get("WORLD_SIZE", "1") or 1)
+    if launched > 1 and num_processes == 1:
+        from .config import ConfigError
+        raise ConfigError(f"{launched} processes were launched but they are not connected (--multi_gpu without "
+                          f"GPUs?): on CPU launch with `ACCELERATE_USE_CPU=1 torchrun --nproc_per_node "
+                          f"{launched} -m scl_plugin.cli ...` (see README, Several GPUs)")

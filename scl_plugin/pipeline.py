@@ -13,6 +13,7 @@ import json
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
@@ -23,14 +24,16 @@ from torch import nn
 from .algorithms import ANIL, R2D2, SCL, Distiller, MAMLMethod, MetaBaseline, MetaOptNet, MetaSGDMethod, ProtoNet
 from .backbones import create_backbone
 from .config import EPISODIC_METHODS, Config, ConfigError, load_config, to_dict, to_yaml
+from . import runs
 from .data import FewShotData, build_fewshot
 from .data.transforms import ImageSet, stats_for
+from .distributed import broadcast_buffers, check_launch
 from .evaluation import SupportAugment
 from .evaluation import evaluate as evaluate_episodes
 from .evaluation.simpleshot import base_mean as simpleshot_base_mean
 from . import training
 from .training import CheckpointError, EpisodeBatches, FlatBatches, Trainer, load_checkpoint
-from .utils import atomic_write_json, atomic_write_text, expand, seed_everything
+from .utils import atomic_write_text, expand, make_run_dir, seed_everything
 
 EPISODIC = EPISODIC_METHODS
 DEFAULT_CLASSIFIER = {"ce": "logreg", "scl": "logreg", "protonet": "proto_euclidean",
@@ -88,17 +91,20 @@ def support_augment_for(cfg: Config, tasks: Any = None) -> Optional[SupportAugme
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
-    return training.make_accelerator(cfg.train)
+    acc = training.make_accelerator(cfg.train)
+    check_launch(acc.num_processes)
+    return acc
 
 
 # ----------------------------------------------------------------------------- building
 def build_method(cfg: Config, data: FewShotData, *, gather: bool = False, init: bool = True) -> nn.Module:
     """The method module of ``cfg``; ``init=False`` skips ``episodic.init_from`` (when the
     weights are about to be loaded from this run's own checkpoint anyway)."""
-    backbone = create_backbone(cfg.model, in_chans=data.channels, image_size=data.image_size)
+    backbone = make_backbone(cfg, data.channels, data.image_size)
     d, e = cfg.data, cfg.episodic
     if cfg.method in ("ce", "scl"):
         loss = cfg.loss if cfg.method == "scl" else dataclasses.replace(cfg.loss, lambda_global=0.0, lambda_spatial=0.0)
+        check_spatial_map(cfg, backbone, loss.lambda_spatial)
         return SCL(backbone, data.num_classes, loss, gather=gather)
     if cfg.method in NEEDS_INIT and not e.init_from:
         raise ConfigError(f"method {cfg.method} needs episodic.init_from=<{NEEDS_INIT[cfg.method]} run dir or checkpoint>")
@@ -110,6 +116,26 @@ def build_method(cfg: Config, data: FewShotData, *, gather: bool = False, init: 
         return ProtoNet(backbone, d.ways, d.shots, d.queries, e.distance)
     return MAMLMethod(backbone, d.ways, d.shots, d.queries, e.inner_lr, e.inner_steps, e.eval_inner_steps,
                       first_order=cfg.method == "fomaml")
+
+
+def make_backbone(cfg: Config, channels: int, image_size: int) -> nn.Module:
+    """``create_backbone`` with its failures (unknown name, bad kwargs, size) as one-line config errors."""
+    try:
+        return create_backbone(cfg.model, in_chans=channels, image_size=image_size)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"config key 'model.name' ({cfg.model.name}, model.kwargs={cfg.model.kwargs}): "
+                          f"{' '.join(str(e).split())}") from None
+
+
+def check_spatial_map(cfg: Config, backbone: nn.Module, lambda_spatial: float) -> None:
+    """The SC loss aligns positions of the feature map: with fewer than 2x2 it compares one
+    position (or one row) with itself, silently. Stop and say how to get a larger map."""
+    h, w = backbone.spatial_shape
+    if lambda_spatial > 0 and min(h, w) < 2:
+        depth = " or model.kwargs.depth=3" if cfg.model.name == "conv4" else ""
+        raise ConfigError(f"the spatial loss (loss.lambda_spatial={lambda_spatial}) needs a feature map of at "
+                          f"least 2x2 but {cfg.model.name} gives {h}x{w} on {cfg.data.image_size}px images: "
+                          f"use a larger data.image_size{depth}, another model.name, or loss.lambda_spatial=0")
 
 
 def _final_checkpoint(path: Any) -> Path:
@@ -129,8 +155,8 @@ def _load_weights(module: nn.Module, path: Path, expect: Optional[Dict[str, Any]
     try:
         module.load_state_dict(load_checkpoint(path, expect=expect)["model"])
     except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit this config ({str(e).splitlines()[0]}); "
-                              f"use the config it was trained with or another run_dir") from None
+        raise CheckpointError(f"checkpoint {path} does not fit this config ({str(e).splitlines()[0][:150]}): "
+                              f"delete it or retrain with --restart, or use another run_dir") from None
 
 
 def init_backbone(backbone: nn.Module, source: Any) -> None:
@@ -165,20 +191,35 @@ def train(cfg: Config, data: Optional[FewShotData] = None, accelerator: Optional
           resume: bool = True) -> nn.Module:
     """Train ``cfg.method`` into ``cfg.run_dir`` (resumable; a finished run is just loaded).
 
-    The wall time of the call that finishes training is kept in ``run_dir/train_time.json``.
+    A run records its weight settings (:mod:`scl_plugin.runs`); resuming or reusing a run
+    trained with other settings raises :class:`~scl_plugin.runs.SettingsMismatch`. The wall
+    time of every call that trained is summed in ``run_dir/train_time.json``. ``data`` may be
+    a FewShotData or a zero-argument callable returning one (built only if training is needed).
     """
+    if resume:
+        runs.check_run(cfg)
+    if resume and is_done(cfg):
+        method, _ = load_trained(cfg.run_dir, data=data, cfg=cfg)
+        if accelerator is not None:
+            method.to(accelerator.device)
+        return method
+    data = data() if callable(data) else data
+    main = accelerator is None or accelerator.is_main_process
+    if not resume and main:
+        runs.reset_train_seconds(cfg.run_dir)
     t0 = time.time()
-    done = is_done(cfg) and resume
-    method = _train(cfg, data, accelerator, resume)
-    run_dir = expand(cfg.run_dir)
-    if not done and is_done(cfg) and (accelerator is None or accelerator.is_main_process):
-        atomic_write_json(run_dir / "train_time.json", {"seconds": round(time.time() - t0, 1)})
-    return method
+    try:
+        method = _train(cfg, data, accelerator, resume)
+        broadcast_buffers(method)       # every rank holds exactly the saved model (rank 0's BN statistics)
+        return method
+    finally:
+        if main and expand(cfg.run_dir).is_dir():
+            runs.add_train_seconds(cfg.run_dir, time.time() - t0)
 
 
 def train_seconds(cfg: Config) -> Optional[float]:
-    path = expand(cfg.run_dir) / "train_time.json"
-    return json.loads(path.read_text())["seconds"] if path.exists() else None
+    """Training wall time of ``cfg``'s run, summed over every call that trained it."""
+    return runs.train_seconds(cfg.run_dir)
 
 
 def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accelerator],
@@ -187,15 +228,19 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
     acc = accelerator or make_accelerator(cfg)
     data = data or build_fewshot(cfg.data, seed=cfg.seed)
     run_dir = expand(cfg.run_dir)
-    if acc.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if acc.is_main_process and (not resume or not runs.has_artifacts(run_dir)):
+        # config.yaml and settings.json describe the weights: written when a training starts
+        # from scratch, never rewritten by a resume (only a matching one gets this far)
+        make_run_dir(run_dir)
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+        runs.stamp_run(cfg, run_dir)
     if cfg.method in ("ce", "scl") and cfg.distill.teacher:
         teacher, _ = load_trained(cfg.distill.teacher, data)
         return _distill(cfg, data, teacher, acc, _validator(cfg, data), resume)
     final = run_dir / "train" / "final.pt"
     method = build_method(cfg, data, gather=acc.num_processes > 1, init=not (final.exists() and resume))
-    meta = {"method": cfg.method, "backbone": cfg.model.name, "num_classes": data.num_classes}
+    meta = {"method": cfg.method, "backbone": cfg.model.name, "num_classes": data.num_classes,
+            "channels": data.channels}
     validate = _validator(cfg, data)
     if final.exists() and resume:
         _load_weights(method, final, meta)
@@ -256,7 +301,8 @@ def _distill(cfg: Config, data: FewShotData, teacher: SCL, acc: Accelerator, val
         module = Distiller.from_teacher(teacher, d, new_backbone=_backbone_factory(cfg, data))
         tcfg = dataclasses.replace(cfg.train, epochs=d.epochs, lr=d.lr)
         ckpt_dir = run_dir / f"distill-{g}"
-        meta = {"method": f"{cfg.method}-distill", "backbone": cfg.model.name, "num_classes": data.num_classes}
+        meta = {"method": f"{cfg.method}-distill", "backbone": cfg.model.name, "num_classes": data.num_classes,
+                "channels": data.channels}
         final = ckpt_dir / "final.pt"
         if final.exists() and resume:
             _load_weights(module, final, meta)
@@ -272,15 +318,34 @@ def _distill(cfg: Config, data: FewShotData, teacher: SCL, acc: Accelerator, val
     return teacher
 
 
-def load_trained(run_dir: Any, data: Optional[FewShotData] = None) -> Tuple[nn.Module, Config]:
-    """Rebuild a trained method from its run directory (``config.yaml`` + final checkpoints)."""
+def _model_shape(cfg: Config, data: Any) -> Any:
+    """What building the model needs from the data (classes, channels, size): from the
+    checkpoint's meta, so that loading a finished run reads no image; else from ``data`` (a
+    FewShotData or a callable returning one) or a fresh build (checkpoints of older versions)."""
+    files = final_checkpoints(cfg)
+    meta = load_checkpoint(files[0]).get("meta", {}) if files and files[0].exists() else {}
+    if "num_classes" in meta and "channels" in meta:
+        return SimpleNamespace(num_classes=meta["num_classes"], channels=meta["channels"],
+                               image_size=cfg.data.image_size)
+    if data is not None:
+        return data() if callable(data) else data
+    return build_fewshot(cfg.data, seed=cfg.seed)
+
+
+def load_trained(run_dir: Any, data: Any = None, cfg: Optional[Config] = None) -> Tuple[nn.Module, Config]:
+    """Rebuild a trained method from its run directory (``config.yaml`` + final checkpoints).
+
+    ``cfg`` (default: the run's ``config.yaml``) must have the run's weight settings.
+    """
     run_dir = expand(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
-    data = data or build_fewshot(cfg.data, seed=cfg.seed)
+    if cfg is None:
+        if not (run_dir / "config.yaml").exists():
+            raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml): train that run first")
+        cfg = load_config(run_dir / "config.yaml")
     if cfg.method in ("ce", "scl") and cfg.distill.teacher:
         method, _ = load_trained(cfg.distill.teacher, data)
     else:
-        method = build_method(cfg, data, init=False)
+        method = build_method(cfg, _model_shape(cfg, data), init=False)
         _load_weights(method, run_dir / "train" / "final.pt")
     if cfg.method in ("ce", "scl"):
         for g in range(1, cfg.distill.generations + 1):

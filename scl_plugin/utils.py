@@ -62,6 +62,7 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())     # mkstemp creates 0600; give the user's usual mode
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -71,6 +72,28 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class RunDirError(OSError):
+    """A run directory (or another output folder) that cannot be created or written."""
+
+
+def make_run_dir(path: PathLike) -> Path:
+    """Create ``path`` (and parents); one clear error when it cannot be created or written."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"cannot create {path.resolve()}: {e.strerror or e}; choose a writable run_dir") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RunDirError(f"cannot write in {path.resolve()}: permission denied; choose a writable run_dir")
+    return path
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
@@ -102,6 +125,15 @@ class JSONLLogger:
         self.enabled = enabled
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records of steps after ``step`` (a resumed run redoes them: each step once)."""
+        if not self.enabled or not self.path.exists():
+            return
+        lines = self.path.read_text().splitlines()
+        keep = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= step]
+        if len(keep) != len(lines):
+            atomic_write_text(self.path, "".join(l + "\n" for l in keep))
 
     def log(self, **record: Any) -> None:
         if not self.enabled:

@@ -48,7 +48,7 @@ def test_two_process_training_and_sharded_evaluation(tmp_path):
     run = tmp_path / "suite" / "synthetic" / "scl"
     assert (run / "train" / "final.pt").exists()
     assert (tmp_path / "suite" / "synthetic" / "protonet" / "train" / "final.pt").exists()
-    cache = next(run.glob("eval-*.json"))
+    cache = next(run.glob("eval/synthetic/*.json"))
     two = json.loads(cache.read_text())["accuracies"]
     assert len(two) == 21
 

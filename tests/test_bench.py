@@ -93,14 +93,14 @@ def test_cli_data_error_is_one_line(tmp_path, capsys):
     code = train_main([str(CONFIGS / "scl.yaml"), f"data.root={tmp_path / 'nowhere'}", f"run_dir={tmp_path / 'r'}",
                        f"data.cache_dir={tmp_path / 'cache'}"])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and err.startswith("error: ") and "nowhere" in err and "\n" not in err
+    assert code == 2 and err.startswith("error: ") and "nowhere" in err and "\n" not in err
 
 
 def test_cli_too_many_ways(tmp_path, capsys):
     code = train_main([str(CONFIGS / "protonet.yaml"), "data.dataset=synthetic", "data.ways=50",
                        f"run_dir={tmp_path / 'r'}"])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and "ways" in err and "\n" not in err
+    assert code == 2 and "ways" in err and "\n" not in err
 
 
 def test_cli_print_config_applies_overrides(capsys):

@@ -103,7 +103,8 @@ def test_two_view_pretrain_set(tmp_path):
                               val_episodes=2, test_episodes=2))
     (v1, v2), label = data.pretrain_set(two_view=True)[3]
     assert v1.shape == v2.shape == (3, 12, 12) and label == 0
-    assert not torch.equal(v1, v2)                   # two independent augmentations
+    # two independent augmentations (on 12 px images ~8% of pairs coincide: judge several draws)
+    assert any(not torch.equal(a, b) for a, b in (data.pretrain_set(two_view=True)[3][0] for _ in range(5)))
     plain, label2 = data.pretrain_set(two_view=False, augment="none")[3]
     assert plain.shape == (3, 12, 12) and label2 == 0
     (s1, s2), _ = data.pretrain_set(two_view=True, augment="simclr")[3]

@@ -66,6 +66,11 @@ def _worker(rank, init_file, out_dir):
         except ValueError:
             results["unequal_error"] = True
         results["gathered"] = D.all_gather(torch.tensor([rank, 10 + rank]))
+        bn = nn.BatchNorm2d(3).train()        # each rank's last forward sees its own shard
+        bn(torch.randn(4, 3, 2, 2, generator=torch.Generator().manual_seed(rank)))
+        results["bn_before"] = [b.clone() for b in bn.buffers()]
+        D.broadcast_buffers(bn)
+        results["bn_after"] = [b.clone() for b in bn.buffers()]
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -96,3 +101,11 @@ def test_gather_helpers(distributed_results):
     assert D.world_size() == 1 and D.rank() == 0
     x = torch.randn(3, 2)
     assert D.all_gather_with_grad(x) is x
+
+
+def test_buffers_are_rank_0s_on_every_rank(distributed_results):
+    """After DDP training every rank must hold the saved model (rank 0's BatchNorm statistics)."""
+    r0, r1 = distributed_results
+    assert not torch.equal(r0["bn_before"][0], r1["bn_before"][0])
+    for a, b, ref in zip(r0["bn_after"], r1["bn_after"], r0["bn_before"]):
+        assert torch.equal(a, ref) and torch.equal(b, ref)

@@ -31,6 +31,15 @@ from .scl import SCL
 
 
 class Distiller(nn.Module):
+    """Contrastive distillation of a frozen :class:`SCL` teacher into a fresh student.
+
+    Example::
+
+        distiller = Distiller.from_teacher(trained_scl, DistillConfig(lambda_kd=1.0, lambda_cd=10.0))
+        loss, metrics = distiller.loss(((view1, view2), labels))
+        student = distiller.student                       # an SCL: student.adapt(xs, ys)
+    """
+
     def __init__(self, teacher: SCL, student: SCL, cfg: DistillConfig):
         super().__init__()
         self.student = student

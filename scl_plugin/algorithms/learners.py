@@ -20,7 +20,26 @@ from ..evaluation.logreg import decision_function, fit_logreg
 from ..evaluation.simpleshot import cl2n
 
 
+def check_labels(support_y: torch.Tensor) -> int:
+    """The number of classes K of support labels ``0..K-1``; other labels are refused (they
+    would silently become extra, empty classes)."""
+    present = torch.unique(support_y)
+    k = int(present.numel())
+    if support_y.dtype.is_floating_point or present.min() != 0 or present.max() != k - 1:
+        raise ValueError(f"support labels must be 0..K-1 with every class present, got {present.tolist()[:10]}: "
+                         f"remap them, e.g. torch.unique(y, return_inverse=True)[1]")
+    return k
+
+
 class FeatureLearner(nn.Module):
+    """Classifier fitted on frozen support embeddings; ``learner(query_x)`` gives logits.
+
+    Example::
+
+        learner = FeatureLearner.fit(backbone, support_x, support_y, classifier="logreg", C=1.0)
+        predictions = learner(query_x).argmax(-1)
+    """
+
     def __init__(self, backbone: nn.Module, classifier: str, ways: int, W=None, b=None, protos=None,
                  base_mean=None):
         super().__init__()
@@ -40,8 +59,8 @@ class FeatureLearner(nn.Module):
 
     @classmethod
     def fit(cls, backbone: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
-            classifier: str = "logreg", C: float = 1.0, base_mean=None, **_: Any) -> "FeatureLearner":
-        ways = int(support_y.max()) + 1
+            classifier: str = "logreg", C: float = 1.0, base_mean=None) -> "FeatureLearner":
+        ways = check_labels(support_y)
         if classifier == "simpleshot" and base_mean is None:
             raise ValueError("classifier 'simpleshot' needs base_mean= (the mean feature of the base classes)")
         learner = cls(backbone, classifier, ways, base_mean=base_mean)

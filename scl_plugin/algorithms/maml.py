@@ -22,6 +22,7 @@ from torch import nn
 from ..backbones import maml_bn_policy
 from ..data import split_support_query
 from ..evaluation.features import model_device
+from .learners import check_labels
 
 
 class _Classifier(nn.Module):
@@ -49,6 +50,17 @@ def widen_head(head: nn.Linear, ways: int) -> nn.Linear:
 
 
 class MAMLMethod(nn.Module):
+    """(First-order) MAML through ``learn2learn.algorithms.MAML`` on a backbone + linear head.
+
+    Example::
+
+        maml = MAMLMethod(create_backbone("conv4", in_chans=1, image_size=28), ways=5, shots=1, queries=15,
+                          first_order=True)
+        loss, metrics = maml.loss(meta_batch)             # list of (x, y) tasks
+        learner = maml.adapt(support_x, support_y)        # eval_inner_steps steps on the support set
+        logits = learner(query_x)
+    """
+
     def __init__(self, backbone: nn.Module, ways: int, shots: int, queries: int, inner_lr: float = 0.4,
                  inner_steps: int = 1, eval_inner_steps: int = 3, first_order: bool = False):
         super().__init__()
@@ -90,8 +102,9 @@ class MAMLMethod(nn.Module):
         loss = torch.stack(losses).mean()
         return loss, {"loss": loss.detach(), "acc": torch.stack(accs).mean().detach()}
 
-    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, **_: Any) -> nn.Module:
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> nn.Module:
         """Adapted learner for evaluation (first-order inner steps: no meta-gradient needed)."""
+        check_labels(support_y)
         device = model_device(self)
         with torch.enable_grad():
             learner = self._adapt(support_x.to(device), support_y.to(device), self.eval_inner_steps, first_order=True)

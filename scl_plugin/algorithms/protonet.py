@@ -16,6 +16,7 @@ from torch import nn
 
 from ..data import split_support_query
 from ..evaluation.features import model_device
+from .learners import check_labels
 
 
 def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, ways: int,
@@ -28,20 +29,40 @@ def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torc
 
 
 class PrototypeLearner(nn.Module):
+    """Nearest-prototype classifier on a frozen backbone (embeds in eval mode, then restores
+    the backbone's train/eval mode)."""
+
     def __init__(self, backbone: nn.Module, support_x, support_y, ways: int, distance: str):
         super().__init__()
         self.backbone, self.ways, self.distance = backbone, ways, distance
         self.device = model_device(backbone)
-        with torch.no_grad():
-            self.support, self.support_y = backbone(support_x.to(self.device)), support_y.to(self.device)
+        self.support, self.support_y = self._embed(support_x), support_y.to(self.device)
+
+    @torch.no_grad()
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            return self.backbone(x.to(self.device))
+        finally:
+            self.backbone.train(was_training)
 
     @torch.no_grad()
     def forward(self, query_x: torch.Tensor) -> torch.Tensor:
-        return prototype_logits(self.support, self.support_y, self.backbone(query_x.to(self.device)), self.ways,
-                                self.distance)
+        return prototype_logits(self.support, self.support_y, self._embed(query_x), self.ways, self.distance)
 
 
 class ProtoNet(nn.Module):
+    """Prototypical Networks: ``loss(tasks)`` for meta-training, ``adapt(xs, ys)`` to evaluate.
+
+    Example::
+
+        protonet = ProtoNet(create_backbone("conv4", in_chans=1, image_size=28), ways=5, shots=1, queries=15)
+        loss, metrics = protonet.loss([task_x, task_y] for task_x, task_y in meta_batch)
+        learner = protonet.adapt(support_x, support_y)     # labels 0..K-1
+        logits = learner(query_x)
+    """
+
     def __init__(self, backbone: nn.Module, ways: int, shots: int, queries: int, distance: str = "euclidean"):
         super().__init__()
         self.backbone = backbone
@@ -63,6 +84,6 @@ class ProtoNet(nn.Module):
         loss = torch.stack(losses).mean()
         return loss, {"loss": loss.detach(), "acc": torch.stack(accs).mean()}
 
-    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, **_: Any) -> PrototypeLearner:
-        self.eval()
-        return PrototypeLearner(self.backbone, support_x, support_y, int(support_y.max()) + 1, self.distance)
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> PrototypeLearner:
+        """Prototypes of the support set (labels ``0..K-1``); the backbone's mode is left as it was."""
+        return PrototypeLearner(self.backbone, support_x, support_y, check_labels(support_y), self.distance)

@@ -16,7 +16,7 @@ batch (self-supervised: the only positive is the other view of the same image).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,30 @@ from .learners import FeatureLearner
 
 
 class SCL(nn.Module):
-    def __init__(self, backbone: nn.Module, num_classes: int, loss: SCLLossConfig, gather: bool = False):
+    """A backbone with a linear classifier, a projection head (GC) and spatial attention (SC).
+
+    Loss options are keyword arguments (any field of :class:`~scl_plugin.config.SCLLossConfig`)
+    or one ``SCLLossConfig`` as ``loss``::
+
+        backbone = create_backbone("conv4", in_chans=1, image_size=28, depth=3)
+        scl = SCL(backbone, num_classes=64, lambda_spatial=1.0)          # CE + SC
+        loss, metrics = scl.loss(((view1, view2), labels))
+        learner = scl.adapt(support_x, support_y)                          # logistic regression
+        logits = learner(query_x)
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, loss: Optional[SCLLossConfig] = None,
+                 gather: bool = False, **loss_options: Any):
+        if loss is None:
+            try:
+                loss = SCLLossConfig(**loss_options)
+            except TypeError:
+                import dataclasses
+                allowed = ", ".join(f.name for f in dataclasses.fields(SCLLossConfig))
+                unknown = sorted(set(loss_options) - {f.name for f in dataclasses.fields(SCLLossConfig)})
+                raise TypeError(f"SCL: unknown loss option(s) {unknown}; allowed: {allowed}") from None
+        elif loss_options:
+            raise TypeError(f"SCL: give loss options {sorted(loss_options)} either as keywords or in loss=, not both")
         super().__init__()
         self.backbone = backbone
         self.cfg = loss
@@ -84,8 +107,11 @@ class SCL(nn.Module):
         return total, metrics
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, classifier: str = "logreg",
-              **kwargs: Any) -> FeatureLearner:
-        """Fit a classifier on frozen, L2-normalised support features (the paper's protocol)."""
-        return FeatureLearner.fit(self.backbone, support_x, support_y, classifier=classifier, **kwargs)
+              C: float = 1.0) -> FeatureLearner:
+        """Fit a classifier on frozen, L2-normalised support features (the paper's protocol).
+
+        ``support_y`` must hold labels ``0..K-1``; ``C`` is the inverse L2 strength of the
+        logistic regression (as scikit-learn's)."""
+        return FeatureLearner.fit(self.backbone, support_x, support_y, classifier=classifier, C=C)
 
 

@@ -9,9 +9,9 @@ MAML BatchNorm policy (``maml_bn_policy``) and second-order attention (``prepare
 from .head import MINI_IMAGENET_MEAN, MINI_IMAGENET_STD
 from .resnet12 import ResNet12, resnet12
 from .conv4 import Conv4, conv4
-from .backbone import (L2L_MODELS, Backbone, create_backbone, disable_fused_attn,
+from .backbone import (L2L_MODELS, Backbone, BackboneSizeError, create_backbone, disable_fused_attn,
                        maml_bn_policy, prepare_for_maml)
 
-__all__ = ["ResNet12", "Conv4", "resnet12", "conv4", "Backbone", "create_backbone",
+__all__ = ["ResNet12", "Conv4", "resnet12", "conv4", "Backbone", "BackboneSizeError", "create_backbone",
            "maml_bn_policy", "disable_fused_attn", "prepare_for_maml", "L2L_MODELS",
            "MINI_IMAGENET_MEAN", "MINI_IMAGENET_STD"]

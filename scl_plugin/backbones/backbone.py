@@ -51,7 +51,7 @@ import timm
 
 from ..config import ModelConfig
 
-__all__ = ["Backbone", "create_backbone", "maml_bn_policy", "disable_fused_attn",
+__all__ = ["Backbone", "BackboneSizeError", "create_backbone", "maml_bn_policy", "disable_fused_attn",
            "prepare_for_maml", "L2L_MODELS"]
 
 L2L_MODELS = ("l2l:OmniglotCNN", "l2l:CNN4", "l2l:ResNet12")
@@ -120,7 +120,14 @@ def _create_timm(cfg: ModelConfig, in_chans: int, image_size: int) -> nn.Module:
 
 
 class Backbone(nn.Module):
-    """Spatial view of a feature extractor: ``forward_spatial`` (B, d, H, W), ``forward`` (B, d)."""
+    """Spatial view of a feature extractor: ``forward_spatial`` (B, d, H, W), ``forward`` (B, d).
+
+    Example::
+
+        backbone = create_backbone("resnet12", in_chans=1, image_size=28)
+        fmap = backbone.forward_spatial(torch.randn(8, 1, 28, 28))   # (8, 640, H, W)
+        emb = backbone(torch.randn(8, 1, 28, 28))                    # (8, 640)
+    """
 
     def __init__(self, model: nn.Module, name: str = "", in_chans: int = 3, image_size: int = 84):
         super().__init__()
@@ -133,8 +140,13 @@ class Backbone(nn.Module):
         self.channels_last = str(getattr(fmt, "value", fmt)) == "NHWC"
         was_training = model.training
         model.eval()
-        with torch.no_grad():
-            fmap = self.forward_spatial(torch.zeros(2, in_chans, image_size, image_size))
+        try:
+            with torch.no_grad():
+                fmap = self.forward_spatial(torch.zeros(2, in_chans, image_size, image_size))
+        except RuntimeError as e:        # e.g. a kernel larger than the map left by the downsampling
+            raise BackboneSizeError(f"backbone {name!r} cannot run on {image_size}x{image_size} images "
+                                    f"({str(e).splitlines()[0][:120]}){_smallest_size_hint(model, in_chans, image_size)}; "
+                                    f"raise data.image_size or choose another model.name") from None
         model.train(was_training)
         self.feature_dim: int = int(fmap.shape[1])
         self.spatial_shape: Tuple[int, int] = (int(fmap.shape[2]), int(fmap.shape[3]))
@@ -152,6 +164,9 @@ class Backbone(nn.Module):
         return tokens.transpose(1, 2).reshape(b, d, grid[0], grid[1])
 
     def forward_spatial(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4 and x.shape[1] != self.in_chans:
+            raise ValueError(f"backbone {self.name!r} was built for {self.in_chans} input channel(s) but got "
+                             f"images with {x.shape[1]}: build it with create_backbone(..., in_chans={x.shape[1]})")
         f = self.model.forward_features(x)
         if f.ndim == 4:
             return f.permute(0, 3, 1, 2) if self.channels_last else f
@@ -168,8 +183,39 @@ class Backbone(nn.Module):
         return f"name={self.name!r}, feature_dim={self.feature_dim}, spatial_shape={self.spatial_shape}"
 
 
-def create_backbone(cfg: ModelConfig, in_chans: int = 3, image_size: int = 84) -> Backbone:
-    """Build the :class:`Backbone` named by ``cfg.name`` (timm registry or ``l2l:*``)."""
+class BackboneSizeError(ValueError):
+    """The backbone cannot process images of the requested size."""
+
+
+def _smallest_size_hint(model: nn.Module, in_chans: int, image_size: int) -> str:
+    """Cheaply find the smallest of a few sizes the model runs at (one tiny forward each)."""
+    for size in (32, 48, 64, 84, 96, 128, 160, 224):
+        if size <= image_size:
+            continue
+        try:
+            with torch.no_grad():
+                model.forward_features(torch.zeros(1, in_chans, size, size))
+            return f"; the smallest size that works is {size}"
+        except Exception:
+            continue
+    return ""
+
+
+def create_backbone(cfg: Any, in_chans: int = 3, image_size: int = 84, **kwargs: Any) -> Backbone:
+    """Build the :class:`Backbone` named by ``cfg`` (timm registry or ``l2l:*``).
+
+    ``cfg`` is a model name or a :class:`~scl_plugin.config.ModelConfig`; keyword arguments
+    other than ``pretrained`` go to the model constructor::
+
+        backbone = create_backbone("resnet12", in_chans=1, image_size=28)
+        backbone = create_backbone("conv4", in_chans=3, image_size=32, depth=3, hidden=32)
+    """
+    if isinstance(cfg, str):
+        pretrained = bool(kwargs.pop("pretrained", False))
+        cfg = ModelConfig(name=cfg, pretrained=pretrained, kwargs=kwargs)
+    elif kwargs:
+        raise TypeError(f"create_backbone: pass model arguments {sorted(kwargs)} in ModelConfig.kwargs "
+                        f"or give the model name as a string")
     if cfg.name.startswith("l2l:"):
         if cfg.name not in L2L_MODELS:
             raise _unknown_name_error(cfg.name)

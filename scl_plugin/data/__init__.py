@@ -25,9 +25,10 @@ class DataError(ValueError):
 
 
 from .episodes import split_support_query  # noqa: E402
-from .fewshot import FewShotData, build_fewshot  # noqa: E402
+from .fewshot import FewShotData, build_fewshot, build_test_tasks, channels_for  # noqa: E402
 from .formats.omniglot import ChallengeRun, load_omniglot_challenge  # noqa: E402
 from .registry import load_splits  # noqa: E402
 
-__all__ = ["DataError", "FewShotData", "build_fewshot", "split_support_query", "load_splits",
+__all__ = ["DataError", "FewShotData", "build_fewshot", "build_test_tasks", "channels_for", "split_support_query",
+           "load_splits",
            "load_omniglot_challenge", "ChallengeRun"]

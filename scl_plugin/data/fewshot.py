@@ -123,3 +123,28 @@ def build_fewshot(cfg, seed: int = 0) -> FewShotData:
         test_name=test_name, splits_info={s: sp.where for s, sp in splits.items()},
         _train_images=train_images, augment=train_aug,
     )
+
+
+def channels_for(dataset: str) -> int:
+    """Channels the models see for ``dataset`` (grayscale Omniglot: 1, everything else: 3)."""
+    return 1 if dataset in _GRAY else 3
+
+
+def build_test_tasks(cfg) -> Any:
+    """Only the fixed test episodes of ``cfg`` (a DataConfig): what evaluation needs, without
+    building the train and validation splits (whose class counts may not fit the episodes)."""
+    size = int(cfg.image_size)
+    name = cfg.test_dataset or cfg.dataset
+    splits = load_splits(name, cfg.test_root or cfg.root if cfg.test_dataset else cfg.root, image_size=size,
+                         cache_dir=cfg.cache_dir, cub_split=cfg.cub_split, download=cfg.download,
+                         role="test" if cfg.test_dataset else "main")
+    test = splits["test"]
+    stats = test.stats
+    if cfg.test_dataset:
+        # normalised like the training data (the statistics are the training format's property)
+        stats = load_splits(cfg.dataset, cfg.root, image_size=size, cache_dir=cfg.cache_dir,
+                            cub_split=cfg.cub_split, download=cfg.download,
+                            format=getattr(cfg, "format", "auto"))["train"].stats
+    meta = make_meta_dataset(_image_set(test, channels_for(cfg.dataset), size, "none", f"{name} test", stats))
+    return make_taskset(meta, cfg.ways, cfg.shots, cfg.queries, cfg.test_episodes, seed=f"test/{cfg.episode_seed}",
+                        where=f"{name} test split ({test.where})")

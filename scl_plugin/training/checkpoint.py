@@ -46,8 +46,8 @@ def load_checkpoint(path: os.PathLike, expect: Optional[Dict[str, Any]] = None) 
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises RuntimeError/EOFError/UnpicklingError on damage
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}); "
-                              f"delete it to resume from the previous one") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}): delete it "
+                              f"(training resumes from the newest step checkpoint) or retrain with --restart") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"checkpoint {path} is not an scl_plugin checkpoint (no 'model' entry)")
     meta = state.get("meta", {})

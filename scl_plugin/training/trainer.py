@@ -235,6 +235,8 @@ class Trainer:
         if path is None:
             return False
         self.load_state_dict(load_checkpoint(path, expect=self.meta))
+        if self.accelerator.is_main_process:
+            self.logger.truncate_after(self.step)     # steps past the checkpoint are logged again
         return True
 
     def _clear_previous_run(self) -> None:
