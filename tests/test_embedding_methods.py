@@ -18,7 +18,7 @@ from scl_plugin.training import PKBatches
 
 # Omniglot-small from ../shared/data, a small Conv-4 so that a few steps run in seconds.
 REAL = ["data.image_size=28", "model.kwargs.depth=2", "model.kwargs.hidden=32", "data.batch_size=32",
-        "train.validate=false", "data.test_episodes=60", "data.queries=5", "train.log_every=1",
+        "train.validate=false", "data.test_episodes=40", "data.queries=5", "train.log_every=1",
         "train.schedule=constant"]
 
 
@@ -166,9 +166,9 @@ def omniglot():
 
 
 TRAIN = {   # method: overrides (budgets: a few seconds each on 2 cores)
-    "simclr": ["train.epochs=1", "train.steps_per_epoch=25", "train.lr=0.05"],
+    "simclr": ["train.epochs=1", "train.steps_per_epoch=25"],                 # lr 0.02 from simclr.yaml
     "moco": ["train.epochs=1", "train.steps_per_epoch=25", "train.lr=0.05", "embed.momentum=0.99",
-             "embed.queue_size=256"],
+             "embed.queue_size=128"],
     "byol": ["train.epochs=1", "train.steps_per_epoch=25", "train.lr=0.05"],
     "triplet": ["train.epochs=1", "train.steps_per_epoch=25", "train.lr=0.05", "embed.pk_classes=8"],
     "npair": ["train.epochs=1", "train.steps_per_epoch=25", "train.lr=0.05", "embed.pk_classes=8"],
@@ -193,9 +193,12 @@ def trained(omniglot, tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(TRAIN))
 def test_few_steps_lower_loss_and_beat_chance(trained, name):
-    _, losses, acc = trained[name]
+    cfg, losses, acc = trained[name]
     assert len(losses) == 25
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    # MoCo's first steps contrast with the random initial queue (easy negatives): its loss is
+    # comparable only once the queue holds real keys
+    start = cfg.embed.queue_size // cfg.data.batch_size if name == "moco" else 0
+    first, last = sum(losses[start:start + 5]) / 5, sum(losses[-5:]) / 5
     assert last < first, (name, losses)
     assert acc > 0.4, (name, acc)           # 5-way 1-shot on unseen alphabets; chance 0.2
 
