@@ -107,11 +107,13 @@ class SCL(nn.Module):
         return total, metrics
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, classifier: str = "logreg",
-              C: float = 1.0) -> FeatureLearner:
+              C: float = 1.0, base_mean: Optional[torch.Tensor] = None) -> FeatureLearner:
         """Fit a classifier on frozen, L2-normalised support features (the paper's protocol).
 
         ``support_y`` must hold labels ``0..K-1``; ``C`` is the inverse L2 strength of the
-        logistic regression (as scikit-learn's)."""
-        return FeatureLearner.fit(self.backbone, support_x, support_y, classifier=classifier, C=C)
+        logistic regression (as scikit-learn's); ``base_mean`` is SimpleShot's base-class mean
+        feature (``classifier="simpleshot"`` only)."""
+        return FeatureLearner.fit(self.backbone, support_x, support_y, classifier=classifier, C=C,
+                                  base_mean=base_mean)
 
 
