@@ -20,21 +20,24 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from .algorithms import ANIL, R2D2, SCL, Distiller, MAMLMethod, MetaBaseline, MetaOptNet, MetaSGDMethod, ProtoNet
+from .algorithms import (ANIL, BYOL, R2D2, SCL, Distiller, MAMLMethod, MatchingNetwork, MetaBaseline,
+                         MetaOptNet, MetaSGDMethod, MetricLearning, MoCo, ProtoNet, SimCLR)
 from .backbones import create_backbone
-from .config import EPISODIC_METHODS, Config, ConfigError, load_config, to_dict, to_yaml
+from .config import EMBEDDING_METHODS, EPISODIC_METHODS, Config, ConfigError, load_config, to_dict, to_yaml
 from .data import FewShotData, build_fewshot
 from .evaluation import evaluate as evaluate_episodes
 from .evaluation.simpleshot import base_mean as simpleshot_base_mean
 from . import training
-from .training import CheckpointError, EpisodeBatches, FlatBatches, Trainer, load_checkpoint
+from .training import CheckpointError, EpisodeBatches, FlatBatches, PKBatches, Trainer, load_checkpoint
 from .utils import atomic_write_json, atomic_write_text, expand, seed_everything
 
-EPISODIC = EPISODIC_METHODS
+EPISODIC = EPISODIC_METHODS + ("matchingnet",)
 DEFAULT_CLASSIFIER = {"ce": "logreg", "scl": "logreg", "protonet": "proto_euclidean",
                       "scl_protonet": "proto_euclidean", "maml": "native", "fomaml": "native",
                       "anil": "native", "metasgd": "native", "metaoptnet": "native", "r2d2": "native",
                       "meta_baseline": "native"}
+# Issue 19's embedding methods: linear probe on frozen features, Matching Networks its own attention.
+DEFAULT_CLASSIFIER.update({m: "logreg" for m in EMBEDDING_METHODS}, matchingnet="native")
 # Methods that only fine-tune a pretrained backbone: they need episodic.init_from.
 NEEDS_INIT = {"scl_protonet": "SCL", "meta_baseline": "CE or SCL"}
 
@@ -76,10 +79,26 @@ def build_method(cfg: Config, data: FewShotData, *, gather: bool = False, init: 
         init_backbone(backbone, e.init_from)
     if cfg.method in EPISODIC_BUILDERS:
         return EPISODIC_BUILDERS[cfg.method](backbone, cfg)
+    if cfg.method in EMBEDDING_METHODS:
+        return build_embedding_method(cfg, backbone, gather=gather)
     if cfg.method in ("protonet", "scl_protonet"):
         return ProtoNet(backbone, d.ways, d.shots, d.queries, e.distance)
     return MAMLMethod(backbone, d.ways, d.shots, d.queries, e.inner_lr, e.inner_steps, e.eval_inner_steps,
                       first_order=cfg.method == "fomaml")
+
+
+def build_embedding_method(cfg: Config, backbone: nn.Module, *, gather: bool = False) -> nn.Module:
+    """SimCLR / MoCo v2 / BYOL / triplet / N-pair / Matching Networks from ``cfg.embed``."""
+    m, d = cfg.embed, cfg.data
+    if cfg.method == "simclr":
+        return SimCLR(backbone, m.proj_dim, m.temperature, gather=gather)
+    if cfg.method == "moco":
+        return MoCo(backbone, m.proj_dim, m.queue_size, m.momentum, m.temperature, gather=gather)
+    if cfg.method == "byol":
+        return BYOL(backbone, m.proj_dim, m.hidden_dim, m.momentum)
+    if cfg.method in ("triplet", "npair"):
+        return MetricLearning(backbone, cfg.method, m.proj_dim, m.margin, m.npair_l2)
+    return MatchingNetwork(backbone, d.ways, d.shots, d.queries, fce=m.fce, fce_steps=m.fce_steps)
 
 
 def _final_checkpoint(path: Any) -> Path:
@@ -182,8 +201,17 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
         if not result.finished and result.steps >= e.meta_iterations:   # budget reached mid-epoch
             trainer.finalize()
     else:
-        two = method.needs_two_views
-        batches = FlatBatches(data.pretrain_set(two_view=two), cfg.data.batch_size, cfg.seed, cfg.data.num_workers)
+        if getattr(method, "pk_batches", False):
+            batches = PKBatches(data.pretrain_set(), cfg.embed.pk_classes, cfg.embed.pk_images, cfg.seed,
+                                cfg.data.num_workers)
+        else:
+            batches = FlatBatches(data.pretrain_set(two_view=method.needs_two_views), cfg.data.batch_size,
+                                  cfg.seed, cfg.data.num_workers)
+        if hasattr(method, "total_steps"):      # schedules over the whole run (BYOL's EMA rate)
+            per_epoch = batches.steps_per_epoch if cfg.train.steps_per_epoch < 1 else \
+                min(batches.steps_per_epoch, cfg.train.steps_per_epoch)
+            total = cfg.train.epochs * per_epoch
+            method.total_steps = total if cfg.train.max_steps < 1 else min(total, cfg.train.max_steps)
         trainer = Trainer(method, cfg.train, run_dir / "train", epochs=cfg.train.epochs, accelerator=acc,
                           validate=validate, meta=meta, config=to_dict(cfg), desc=cfg.method)
         if not trainer.fit(batches, batches.steps_per_epoch, resume=resume).finished:
