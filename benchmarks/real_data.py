@@ -7,13 +7,16 @@
    every method on the same seeded test episodes; the 20-run one-shot challenge).
 2. Analyses on the test characters: 1-NN accuracy (reference = first 5 drawers of each
    character, queries = the other 15), a retrieval grid (test image -> nearest *training*
-   images) and the feature spectrum of every method on one figure.
+   images), the feature spectrum of every method on one figure, alignment and uniformity of
+   the test embeddings (Wang & Isola 2020), and, for MAML-like methods in the suite (maml,
+   fomaml, anil), per-layer linear CKA before vs after inner-loop adaptation (Raghu et al. 2020).
 3. Writes RESULTS.md from the computed numbers (no figure is typed by hand), including
    whether the paper's ordering CE < CE+GC/CE+SC < CE+GC+SC holds here, with paired CIs.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -59,13 +62,15 @@ def pixel_baseline_error(suite) -> float:
         errs.append(100 * (pred != r.query_y).float().mean().item())
     return float(np.mean(errs))
 ORDER = ["ce", "ce_gc", "ce_sc", "ce_gc_sc"]
+EMBEDDING = ["simclr", "moco", "byol", "triplet", "npair", "matchingnet"]      # issue 19
+ADAPTABLE = ["maml", "fomaml", "anil"]          # feature-reuse analysis, whichever the suite has
 
 
 def run_analyses(suite, out_dir: Path, methods):
     """kNN accuracy, retrieval grid and spectra for ``methods`` (names in the suite)."""
     run_root = expand(suite.run_dir)
     ds = suite.datasets[0]
-    feats, knn, first = {}, {}, None
+    feats, knn, first, align_unif = {}, {}, None, {}
     for name in methods:
         spec = next(m for m in suite.methods if m.name == name)
         cfg = method_config(suite, spec, ds, run_root)
@@ -80,6 +85,7 @@ def run_analyses(suite, out_dir: Path, methods):
             rank[pos] = torch.arange(len(pos))
         ref, qry = rank < 5, rank >= 5
         knn[name] = analysis.knn_accuracy(z[qry], y[qry], z[ref], y[ref], k=1)
+        align_unif[name] = analysis.alignment_uniformity(z, y)
         feats[name] = z
         if first is None:
             first = name
@@ -92,7 +98,25 @@ def run_analyses(suite, out_dir: Path, methods):
     analysis.plot_spectra(feats, out_dir / "spectra.png", title="Test-character features (Omniglot small2)")
     spectra = {n: analysis.spectrum(f) for n, f in feats.items()}
     dims90 = {n: int((s["explained_cumulative_variance"] < 0.9).sum().item()) + 1 for n, s in spectra.items()}
-    return knn, dims90, first
+    analysis.plot_alignment_uniformity(align_unif, out_dir / "alignment_uniformity.png")
+    return knn, dims90, first, align_unif
+
+
+def run_feature_reuse(suite, out_dir: Path, methods, episodes: int = 20):
+    """Per-layer CKA(before, after adaptation) on 5-way 1-shot test episodes, one line per method."""
+    run_root = expand(suite.run_dir)
+    sims = {}
+    for name in methods:
+        spec = next(m for m in suite.methods if m.name == name)
+        cfg = method_config(suite, spec, suite.datasets[0], run_root)
+        test_cfg = dataclasses.replace(cfg.data, ways=5, shots=1, queries=suite.queries,
+                                       test_episodes=episodes, episode_seed=suite.episode_seed)
+        data = build_fewshot(test_cfg, seed=suite.episode_seed)
+        model, _ = pipeline.load_trained(cfg.run_dir, data)
+        sims[name] = analysis.feature_reuse(model, data.test_tasks, 5, 1, suite.queries, episodes=episodes)
+    if sims:
+        analysis.plot_feature_reuse(sims, out_dir / "feature_reuse.png")
+    return sims
 
 
 def ordering_lines(per_episode: dict) -> list:
@@ -142,6 +166,22 @@ def comparison_lines(per_episode: dict) -> list:
     return header + lines
 
 
+def embedding_lines(per_episode: dict) -> list:
+    """Issue 19's methods (and their ProtoNet initialisations) against CE, paired, per setting."""
+    lines = []
+    for key in sorted(per_episode):
+        by = per_episode[key]
+        ds, w, s = key.split("|")
+        for name in EMBEDDING + [f"{m}_protonet" for m in EMBEDDING]:
+            if name in by and "ce" in by:
+                d, c = paired_difference(by[name], by["ce"])
+                lines.append(f"| {ds} | {w} | {s} | {name} | {100 * float(np.mean(by[name])):.2f} | "
+                             f"{100 * d:+.2f} ± {100 * c:.2f} |")
+    if not lines:
+        return ["(no embedding-objective method in this suite)"]
+    return ["| dataset | ways | shots | method | acc (%) | − CE (paired) |", "|---|---:|---:|---|---:|---:|"] + lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", default=str(ROOT / "configs/suites/omniglot-real.yaml"))
@@ -153,11 +193,13 @@ def main(argv=None) -> int:
     rows = run_suite(suite, per_episode=per_episode)
     run_root = expand(suite.run_dir)
     names = [m.name for m in suite.methods]
-    analysed = [n for n in ("ce_gc_sc", "ce", "ce_gc", "ce_sc", "scl_distill", "protonet", "scl_protonet", "maml")
-                if n in names]
+    analysed = [n for n in ("ce_gc_sc", "ce", "ce_gc", "ce_sc", "scl_distill", "protonet", "scl_protonet", "maml",
+                            *EMBEDDING) if n in names]
     figures = ROOT / "benchmarks" / "results" / suite.name
     figures.mkdir(parents=True, exist_ok=True)
-    knn, dims90, grid_method = run_analyses(suite, figures, analysed)
+    knn, dims90, grid_method, align_unif = run_analyses(suite, figures, analysed)
+    reuse = run_feature_reuse(suite, figures, [n for n in ADAPTABLE if n in names])
+    layers = list(next(iter(reuse.values()))) if reuse else []
     for name in ("results.md", "results.csv", "results.json", "results.png", "paired.md", "paired.json"):
         if (run_root / name).exists():
             shutil.copyfile(run_root / name, figures / name)
@@ -231,6 +273,37 @@ def main(argv=None) -> int:
         "  test features.",
         f"* `{rel}/results.png`: accuracy with 95% CI per method and setting; `{rel}/results.{{md,csv,json}}` and",
         f"  `{rel}/paired.*` hold the tables (differences against CE on the same episodes).",
+        "",
+        "## Other embedding objectives (SimCLR, MoCo v2, BYOL, triplet, N-pair, Matching Networks)",
+        "",
+        "Accuracy and paired difference against CE on the same episodes (percentage points); `<m>_protonet`",
+        "is ProtoNet meta-trained from that method's backbone:",
+        "",
+        *embedding_lines(per_episode),
+        "",
+        "## Alignment and uniformity (Wang & Isola 2020)",
+        "",
+        "On the L2-normalised test features (all test characters): alignment = mean squared distance between",
+        "two images of the same character (lower: classes tighter), uniformity = log E exp(-2 d^2) over all",
+        "pairs (lower: more spread over the sphere). The SCL authors distil without a uniformity term; compare",
+        "`scl_distill` with its teacher `ce_gc_sc` and with `ce`:",
+        "",
+        "| method | alignment | uniformity |",
+        "|---|---:|---:|",
+        *[f"| {m} | {a:.3f} | {u:.3f} |" for m, (a, u) in align_unif.items()],
+        "",
+        f"* `{rel}/alignment_uniformity.png`: the same numbers as a scatter (lower-left is better on both).",
+        "",
+        "## Rapid learning or feature reuse (Raghu et al. 2020)",
+        "",
+        "Linear CKA between each layer's representation of the query images before and after the inner-loop",
+        "adaptation (5-way 1-shot, 20 test episodes, the method's own evaluation steps); 1 = unchanged.",
+        "High similarity everywhere except the head means the inner loop reuses features:",
+        "",
+        *(["| method | " + " | ".join(layers) + " |", "|---|" + "---:|" * len(layers),
+           *[f"| {m} | " + " | ".join(f"{v:.3f}" for v in s.values()) + " |" for m, s in reuse.items()],
+           "", f"* `{rel}/feature_reuse.png`: the same per layer."] if reuse else
+          ["(no MAML-like method in this suite)"]),
         "",
         "Command: `python benchmarks/real_data.py`",
         "",

@@ -293,3 +293,12 @@ def plot_spectra(features_by_method: Dict[str, object], path: str, max_component
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# The paper's two other analyses live in their own modules and are re-exported here.
+from .alignment import (alignment, alignment_uniformity, class_alignment, plot_alignment_uniformity,  # noqa: E402
+                        uniformity)
+from .feature_reuse import feature_reuse, layer_outputs, linear_cka, plot_feature_reuse, stage_names  # noqa: E402
+
+__all__ += ["alignment", "class_alignment", "uniformity", "alignment_uniformity", "plot_alignment_uniformity",
+            "linear_cka", "stage_names", "layer_outputs", "feature_reuse", "plot_feature_reuse"]

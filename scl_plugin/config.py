@@ -22,8 +22,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "SCLLossConfig", "DistillConfig",
-    "TrainConfig", "EpisodicConfig", "EvalConfig", "Config", "load_config", "to_yaml",
-    "METHODS", "DATASETS",
+    "TrainConfig", "EpisodicConfig", "EvalConfig", "EmbedConfig", "Config", "load_config", "to_yaml",
+    "METHODS", "EMBEDDING_METHODS", "DATASETS",
 ]
 
 DATASETS = (
@@ -33,7 +33,9 @@ DATASETS = (
     "cub", "folder",     # cross-domain test sets
     "synthetic",         # generated separable images, for tests and smoke runs
 )
-METHODS = ("ce", "scl", "protonet", "maml", "fomaml", "scl_protonet")
+# Other ways of learning an embedding that a few-shot study compares SCL with (issue 19).
+EMBEDDING_METHODS = ("simclr", "moco", "byol", "triplet", "npair", "matchingnet")
+METHODS = ("ce", "scl", "protonet", "maml", "fomaml", "scl_protonet") + EMBEDDING_METHODS
 
 
 class ConfigError(ValueError):
@@ -138,6 +140,23 @@ class EpisodicConfig:
 
 
 @dataclass
+class EmbedConfig:
+    """SimCLR, MoCo v2, BYOL, triplet, N-pair and Matching Networks (defaults: their papers,
+    queue and batch sizes scaled to few-shot data)."""
+    proj_dim: int = 128           # projection size (SimCLR / MoCo / BYOL / triplet / N-pair)
+    hidden_dim: int = 0           # MLP hidden size of BYOL's projector and predictor (0: feature dim)
+    temperature: float = 0.2      # NT-Xent (SimCLR) and InfoNCE (MoCo v2) temperature
+    momentum: float = 0.999       # MoCo: key encoder EMA; BYOL: base tau (cosine-annealed to 1)
+    queue_size: int = 4096        # MoCo negatives queue (a multiple of the global batch size)
+    margin: float = 0.2           # triplet margin on squared distances of unit embeddings
+    npair_l2: float = 0.002       # N-pair embedding L2 regulariser (Sohn 2016)
+    pk_classes: int = 16          # P classes x K images per batch (triplet / N-pair)
+    pk_images: int = 4
+    fce: bool = False             # Matching Networks: full-context embeddings (LSTMs)
+    fce_steps: int = 1            # attention-LSTM steps for the query embedding
+
+
+@dataclass
 class EvalConfig:
     # auto: logistic regression for pretrained embeddings (CE/SCL/distilled, the paper's
     # protocol), the method's own rule for ProtoNet (prototypes) and MAML (fine-tuning).
@@ -161,6 +180,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     episodic: EpisodicConfig = field(default_factory=EpisodicConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -252,6 +272,7 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"config key '{key}': must be > 0, got {v}")
     if d.num_workers < 0:
         raise ConfigError(f"config key 'data.num_workers': must be >= 0, got {d.num_workers}")
+    _check_embed(cfg)
     if d.queries < 1:
         raise ConfigError(f"config key 'data.queries': must be >= 1, got {d.queries}")
     if cfg.distill.teacher and cfg.distill.generations < 1:
@@ -263,6 +284,21 @@ def _check_values(cfg: Config) -> None:
     if d.test_dataset is not None and d.test_dataset not in DATASETS:
         raise ConfigError(f"config key 'data.test_dataset': got {d.test_dataset!r}, "
                           f"allowed: {', '.join(DATASETS)}")
+
+
+def _check_embed(cfg: Config) -> None:
+    e = cfg.embed
+    for key in ("proj_dim", "queue_size", "fce_steps"):
+        if getattr(e, key) < 1:
+            raise ConfigError(f"config key 'embed.{key}': must be >= 1, got {getattr(e, key)}")
+    if e.pk_classes < 2 or e.pk_images < 2:
+        raise ConfigError(f"config key 'embed.pk_classes' / 'embed.pk_images': need >= 2 classes of >= 2 images "
+                          f"for positives and negatives, got {e.pk_classes} x {e.pk_images}")
+    if not 0.0 <= e.momentum < 1.0:
+        raise ConfigError(f"config key 'embed.momentum': must be in [0, 1), got {e.momentum}")
+    if e.temperature <= 0 or e.margin < 0 or e.npair_l2 < 0 or e.hidden_dim < 0:
+        raise ConfigError("config key 'embed.temperature' must be > 0; embed.margin, embed.npair_l2 and "
+                          "embed.hidden_dim must be >= 0")
 
 
 def load_structured(schema_cls: type, path: Optional[os.PathLike] = None, overrides: Sequence[str] = (),

@@ -21,20 +21,22 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from .algorithms import SCL, Distiller, MAMLMethod, ProtoNet
+from .algorithms import BYOL, SCL, Distiller, MAMLMethod, MatchingNetwork, MetricLearning, MoCo, ProtoNet, SimCLR
 from .backbones import create_backbone
-from .config import Config, ConfigError, load_config, to_dict, to_yaml
+from .config import EMBEDDING_METHODS, Config, ConfigError, load_config, to_dict, to_yaml
 from . import runs
 from .data import FewShotData, build_fewshot
 from .distributed import broadcast_buffers, check_launch
 from .evaluation import evaluate as evaluate_episodes
 from . import training
-from .training import CheckpointError, EpisodeBatches, FlatBatches, Trainer, load_checkpoint
-from .utils import atomic_write_text, expand, make_run_dir, seed_everything
+from .training import CheckpointError, EpisodeBatches, FlatBatches, PKBatches, Trainer, load_checkpoint
+from .utils import atomic_write_json, atomic_write_text, expand, make_run_dir, seed_everything
 
-EPISODIC = ("protonet", "scl_protonet", "maml", "fomaml")
+EPISODIC = ("protonet", "scl_protonet", "maml", "fomaml", "matchingnet")
 DEFAULT_CLASSIFIER = {"ce": "logreg", "scl": "logreg", "protonet": "proto_euclidean",
                       "scl_protonet": "proto_euclidean", "maml": "native", "fomaml": "native"}
+# Issue 19's embedding methods: linear probe on frozen features, Matching Networks its own attention.
+DEFAULT_CLASSIFIER.update({m: "logreg" for m in EMBEDDING_METHODS}, matchingnet="native")
 
 
 def classifier_for(cfg: Config) -> str:
@@ -61,6 +63,8 @@ def build_method(cfg: Config, data: FewShotData, *, gather: bool = False, init: 
         raise ConfigError("method scl_protonet needs episodic.init_from=<SCL run dir or checkpoint>")
     if init and e.init_from:
         init_backbone(backbone, e.init_from)
+    if cfg.method in EMBEDDING_METHODS:
+        return build_embedding_method(cfg, backbone, gather=gather)
     if cfg.method in ("protonet", "scl_protonet"):
         return ProtoNet(backbone, d.ways, d.shots, d.queries, e.distance)
     return MAMLMethod(backbone, d.ways, d.shots, d.queries, e.inner_lr, e.inner_steps, e.eval_inner_steps,
@@ -85,6 +89,20 @@ def check_spatial_map(cfg: Config, backbone: nn.Module, lambda_spatial: float) -
         raise ConfigError(f"the spatial loss (loss.lambda_spatial={lambda_spatial}) needs a feature map of at "
                           f"least 2x2 but {cfg.model.name} gives {h}x{w} on {cfg.data.image_size}px images: "
                           f"use a larger data.image_size{depth}, another model.name, or loss.lambda_spatial=0")
+
+
+def build_embedding_method(cfg: Config, backbone: nn.Module, *, gather: bool = False) -> nn.Module:
+    """SimCLR / MoCo v2 / BYOL / triplet / N-pair / Matching Networks from ``cfg.embed``."""
+    m, d = cfg.embed, cfg.data
+    if cfg.method == "simclr":
+        return SimCLR(backbone, m.proj_dim, m.temperature, gather=gather)
+    if cfg.method == "moco":
+        return MoCo(backbone, m.proj_dim, m.queue_size, m.momentum, m.temperature, gather=gather)
+    if cfg.method == "byol":
+        return BYOL(backbone, m.proj_dim, m.hidden_dim, m.momentum)
+    if cfg.method in ("triplet", "npair"):
+        return MetricLearning(backbone, cfg.method, m.proj_dim, m.margin, m.npair_l2)
+    return MatchingNetwork(backbone, d.ways, d.shots, d.queries, fce=m.fce, fce_steps=m.fce_steps)
 
 
 def _final_checkpoint(path: Any) -> Path:
@@ -206,8 +224,17 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
         if not result.finished and result.steps >= e.meta_iterations:   # budget reached mid-epoch
             trainer.finalize()
     else:
-        two = method.needs_two_views
-        batches = FlatBatches(data.pretrain_set(two_view=two), cfg.data.batch_size, cfg.seed, cfg.data.num_workers)
+        if getattr(method, "pk_batches", False):
+            batches = PKBatches(data.pretrain_set(), cfg.embed.pk_classes, cfg.embed.pk_images, cfg.seed,
+                                cfg.data.num_workers)
+        else:
+            batches = FlatBatches(data.pretrain_set(two_view=method.needs_two_views), cfg.data.batch_size,
+                                  cfg.seed, cfg.data.num_workers)
+        if hasattr(method, "total_steps"):      # schedules over the whole run (BYOL's EMA rate)
+            per_epoch = batches.steps_per_epoch if cfg.train.steps_per_epoch < 1 else \
+                min(batches.steps_per_epoch, cfg.train.steps_per_epoch)
+            total = cfg.train.epochs * per_epoch
+            method.total_steps = total if cfg.train.max_steps < 1 else min(total, cfg.train.max_steps)
         trainer = Trainer(method, cfg.train, run_dir / "train", epochs=cfg.train.epochs, accelerator=acc,
                           validate=validate, meta=meta, config=to_dict(cfg), desc=cfg.method)
         if not trainer.fit(batches, batches.steps_per_epoch, resume=resume).finished:

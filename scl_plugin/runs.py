@@ -32,7 +32,7 @@ __all__ = ["weight_settings", "settings_fingerprint", "stamp_run", "check_run", 
 
 SETTINGS_FILE = "settings.json"
 TIME_FILE = "train_time.json"
-EPISODIC = ("protonet", "scl_protonet", "maml", "fomaml")
+EPISODIC = ("protonet", "scl_protonet", "maml", "fomaml", "matchingnet")   # as pipeline.EPISODIC
 
 # Keys that never change the trained weights (evaluation, bookkeeping, where files are).
 # Validation (val_episodes, episode_seed, train.validate) only picks best.pt, never final.pt.

@@ -76,3 +76,20 @@ class FeatureLearner(nn.Module):
         if self.classifier == "proto_cosine":
             return z @ F.normalize(self.protos, dim=-1).T
         return -torch.cdist(z, self.protos).pow(2)
+
+
+class EmbeddingMethod(nn.Module):
+    """Base of the methods that pretrain ``self.backbone`` with an embedding loss (SimCLR, MoCo,
+    BYOL, triplet, N-pair): evaluated like SCL, with a classifier on frozen, L2-normalised
+    features (``adapt``), and ``forward`` = pooled backbone features."""
+
+    backbone: nn.Module
+    needs_two_views = False     # flat batches of ((view1, view2), y) instead of (x, y)
+    pk_batches = False          # P classes x K images batches (embed.pk_classes x embed.pk_images)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, classifier: str = "logreg",
+              **kwargs: Any) -> FeatureLearner:
+        return FeatureLearner.fit(self.backbone, support_x, support_y, classifier=classifier, **kwargs)

@@ -91,3 +91,47 @@ class EpisodeBatches:
     def __call__(self, epoch: int, start: int) -> Iterator[List[Sequence[torch.Tensor]]]:
         for _ in range(start, self.steps_per_epoch):
             yield [self.tasks.sample() for _ in range(self.meta_batch_size)]
+
+
+class PKBatches:
+    """Batches of P classes x K images (triplet / N-pair losses need positives and negatives).
+
+    Each batch draws P distinct classes among those with at least K images, then K distinct
+    images of each, from a generator seeded by (seed, epoch, rank): resuming at batch ``start``
+    gives exactly the batches the uninterrupted run would have seen, and every process draws
+    its own batches. An epoch has ``len(dataset) // (P * K)`` batches (about one pass).
+    (learn2learn's ``NWays``/``KShots`` task transforms sample the same thing, but one task at a
+    time through a MetaDataset; here a whole epoch's indices are drawn at once.)
+    """
+
+    def __init__(self, dataset: Dataset, classes_per_batch: int, images_per_class: int, seed: int,
+                 num_workers: int = 0):
+        labels = torch.as_tensor(getattr(dataset, "targets", None) or [int(dataset[i][1]) for i in range(len(dataset))])
+        by_class = [torch.nonzero(labels == c).flatten() for c in labels.unique()]
+        self.by_class = [ix for ix in by_class if ix.numel() >= images_per_class]
+        if len(self.by_class) < classes_per_batch:
+            raise ValueError(f"PK batches need {classes_per_batch} classes with >= {images_per_class} images, "
+                             f"the dataset has {len(self.by_class)}: lower embed.pk_classes / embed.pk_images")
+        self.dataset, self.P, self.K, self.seed = dataset, classes_per_batch, images_per_class, seed
+        self.batch_size = classes_per_batch * images_per_class
+        self.num_workers = num_workers
+        self.generator = torch.Generator()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.dataset) // self.batch_size)
+
+    def epoch_batches(self, epoch: int) -> List[List[int]]:
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1009 + rank())
+        batches = []
+        for _ in range(self.steps_per_epoch):
+            classes = torch.randperm(len(self.by_class), generator=g)[: self.P]
+            batch = [self.by_class[c][torch.randperm(self.by_class[c].numel(), generator=g)[: self.K]]
+                     for c in classes.tolist()]
+            batches.append(torch.cat(batch).tolist())
+        return batches
+
+    def __call__(self, epoch: int, start: int) -> DataLoader:
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch * 1009 + start)
+        return DataLoader(self.dataset, batch_sampler=self.epoch_batches(epoch)[start:],
+                          num_workers=self.num_workers, worker_init_fn=worker_init_fn, generator=self.generator)
