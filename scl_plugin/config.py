@@ -66,7 +66,7 @@ class DataConfig:
     episode_seed: int = 0        # test/val episodes are a function of this seed only
     augment: str = choices("none", "standard", "simclr", default="standard")
     batch_size: int = 64         # flat pretraining batch (per process)
-    num_workers: int = 0
+    num_workers: int = -1        # DataLoader workers; -1: min(8, cores) with CUDA, 0 without
     cache_dir: str = "~/.cache/scl_plugin"   # writable; data roots may be read-only
     download: bool = False
 
@@ -122,8 +122,10 @@ class TrainConfig:
     keep_last: int = 2           # checkpoints kept besides the best one
     save_every: int = 0          # also checkpoint every N optimizer steps (0: epoch ends only)
     validate: bool = True        # nearest-prototype accuracy on validation episodes each epoch
-    log_every: int = 10
+    log_every: int = 10          # metrics are read from the device (a sync) once per this many steps
     deterministic: bool = False
+    channels_last: bool = False  # NHWC activations (faster convolutions on tensor-core GPUs)
+    compile: bool = False        # torch.compile the backbone (not for maml/fomaml)
 
 
 @dataclass
@@ -270,14 +272,17 @@ def _check_values(cfg: Config) -> None:
                    ("distill.kd_temperature", cfg.distill.kd_temperature), ("eval.C", cfg.eval.C)):
         if v <= 0:
             raise ConfigError(f"config key '{key}': must be > 0, got {v}")
-    if d.num_workers < 0:
-        raise ConfigError(f"config key 'data.num_workers': must be >= 0, got {d.num_workers}")
+    if d.num_workers < -1:
+        raise ConfigError(f"config key 'data.num_workers': must be >= 0 (or -1: automatic), got {d.num_workers}")
     _check_embed(cfg)
     if d.queries < 1:
         raise ConfigError(f"config key 'data.queries': must be >= 1, got {d.queries}")
     if cfg.distill.teacher and cfg.distill.generations < 1:
         raise ConfigError("config key 'distill.teacher' needs distill.generations >= 1 (a teacher with no "
                           "student generation trains nothing)")
+    if cfg.train.compile and cfg.method in ("maml", "fomaml"):
+        raise ConfigError(f"config key 'train.compile': not supported with method {cfg.method} (learn2learn's "
+                          f"MAML clones the model every task); set train.compile=false")
     for key in ("tau_global", "tau_spatial"):
         if getattr(cfg.loss, key) <= 0:
             raise ConfigError(f"config key 'loss.{key}': must be > 0")

@@ -220,7 +220,8 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
         epochs = math.ceil(e.meta_iterations / steps)
         trainer = Trainer(method, tcfg, run_dir / "train", epochs=epochs, accelerator=acc, validate=validate,
                           meta=meta, config=to_dict(cfg), desc=cfg.method)
-        result = trainer.fit(EpisodeBatches(data.train_tasks, e.meta_batch_size, steps), steps, resume=resume)
+        result = trainer.fit(EpisodeBatches(data.train_tasks, e.meta_batch_size, steps, cfg.data.num_workers), steps,
+                             resume=resume)
         if not result.finished and result.steps >= e.meta_iterations:   # budget reached mid-epoch
             trainer.finalize()
     else:

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import distributed as D
-from .contrastive import supcon_from_similarity
+from .contrastive import in_fp32, supcon_from_similarity
 
 __all__ = ["ProjectionHead", "global_contrastive_loss"]
 
@@ -29,6 +29,7 @@ class ProjectionHead(nn.Sequential):
                          nn.Linear(in_dim, proj_dim, bias=False))
 
 
+@in_fp32        # normalisation and similarities in float32 under autocast
 def global_contrastive_loss(z: torch.Tensor, keys: torch.Tensor, tau: float, *,
                             gather: bool = False) -> torch.Tensor:
     """GC loss of projected features ``z`` (M, d') with integer ``keys`` (M,)."""

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .. import distributed as D
-from .contrastive import supcon_from_similarity
+from .contrastive import in_fp32, supcon_from_similarity
 from .global_contrastive import ProjectionHead
 
 __all__ = ["SpatialAttention", "spatial_contrastive_loss", "auto_chunk_size", "AGGREGATIONS"]
@@ -105,6 +105,7 @@ class SpatialAttention(nn.Module):
         x = feats.flatten(2).transpose(1, 2)
         return self.query(x), self.key(x), self.value(x)
 
+    @in_fp32    # attention softmax and cosine similarities in float32 under autocast (mixed precision)
     def pairwise_similarity(self, qa, ka, va, qb, kb, vb, chunk_size: int = 0) -> torch.Tensor:
         """S (A, M) with S_ab = sim(a, b | a) + sim(b, a | b); chunk_size 0 = automatic.
 

@@ -9,6 +9,14 @@ Accelerate handles the device, DDP, mixed precision and gradient accumulation; t
 what long few-shot runs need: per-step and per-epoch atomic checkpoints with RNG states and
 data position (exact resume on CPU), last-K + best-on-validation retention, a NaN guard
 that stops with a debug checkpoint, tqdm progress and JSONL metrics.
+
+GPU path: a step never waits for the device. Metrics are summed on the device and read back
+once per ``train.log_every`` steps (the logged row is the mean over those steps); the
+non-finite check is recorded on the device too and read at the same boundaries (and before
+any checkpoint is written), so training stops at the log boundary after the first
+non-finite loss at the latest, naming that step, with a debug checkpoint. Batches are copied
+with ``non_blocking`` from pinned memory; ``train.channels_last`` and ``train.compile``
+are opt-in.
 """
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 from accelerate import Accelerator
@@ -53,6 +61,67 @@ class _LossForward(torch.nn.Module):
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message names the step and what to do."""
+
+
+def _channels_last(batch: Any) -> Any:
+    """Image tensors (4-D floating point) of a nested batch in channels-last memory format."""
+    if isinstance(batch, torch.Tensor):
+        return batch.contiguous(memory_format=torch.channels_last) \
+            if batch.dim() == 4 and batch.is_floating_point() else batch
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_channels_last(b) for b in batch)
+    return batch
+
+
+class _DeviceMeans:
+    """Sums of per-step metrics kept on the device; :meth:`read` is the only host sync."""
+
+    def __init__(self):
+        self.sums: Dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, metrics: Dict[str, Any], device: torch.device) -> None:
+        for k, v in metrics.items():
+            v = torch.as_tensor(v, device=device).detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.count += 1
+
+    def read(self) -> Dict[str, float]:
+        """Means since the last read (one device-to-host copy); resets."""
+        if not self.sums or self.count == 0:
+            return {}
+        keys = list(self.sums)
+        values = (torch.stack([self.sums[k] for k in keys]) / self.count).tolist()
+        self.sums, self.count = {}, 0
+        return dict(zip(keys, values))
+
+
+class _NonFiniteGuard:
+    """Remembers, on the device, the first step whose loss was not finite and that loss."""
+
+    def __init__(self):
+        self.first: Optional[torch.Tensor] = None     # [step, loss] in float64; step -1: none yet
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach().double().reshape(())
+        if self.first is None:
+            self.first = torch.tensor([-1.0, 0.0], dtype=torch.float64, device=loss.device)
+        take = ~torch.isfinite(loss) & (self.first[0] < 0)
+        # python scalars go to the kernel as arguments: no host-to-device copy, no sync
+        self.first = torch.stack([torch.where(take, float(step), self.first[0]), torch.where(take, loss, self.first[1])])
+
+    def check(self, acc: Accelerator) -> Optional[Tuple[int, float]]:
+        """``(step, loss)`` of the first non-finite step on any process, or None (a host sync)."""
+        if self.first is None:
+            return None
+        first = self.first.view(1, 2)
+        if acc.num_processes > 1:            # every rank must take the same branch
+            first = acc.gather(first)
+        rows = [r for r in first.tolist() if r[0] >= 0]
+        if not rows:
+            return None
+        step, value = min(rows)
+        return int(step), value
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig, lr: Optional[float] = None):
@@ -107,11 +176,25 @@ class Trainer:
         optimizer = build_optimizer(method.parameters() if parameters is None else parameters, cfg, lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, epochs))
         self.method = method
+        if cfg.channels_last:
+            method.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            self._compile(method)
         self.model, self.optimizer = self.accelerator.prepare(_LossForward(method), optimizer)
         self.logger = JSONLLogger(self.ckpt_dir / "metrics.jsonl", enabled=self.accelerator.is_main_process)
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best_score = -math.inf
         self._batches: Any = None
+
+    def _compile(self, method: torch.nn.Module) -> None:
+        """``torch.compile`` the backbone's ``forward_spatial`` (what every loss and ``forward`` call),
+        as an instance attribute: parameter names, hence checkpoints, are unchanged."""
+        backbone = getattr(method, "backbone", None)
+        if backbone is None or hasattr(method, "maml"):
+            raise TrainingError(f"{self.desc}: train.compile=true works for methods with a plain backbone "
+                                f"(ce, scl, protonet, scl_protonet), not {type(method).__name__} "
+                                f"(learn2learn's MAML clones the module every task); set train.compile=false")
+        backbone.forward_spatial = torch.compile(backbone.forward_spatial)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, Any]:
@@ -178,6 +261,14 @@ class Trainer:
             prune_checkpoints(self.ckpt_dir, self.cfg.keep_last)
         return path
 
+    def _stop_if_nonfinite(self, guard: _NonFiniteGuard) -> None:
+        bad = guard.check(self.accelerator)
+        if bad is not None:
+            step, value = bad
+            debug = self._save(f"debug-nonfinite-step-{step}.pt")
+            raise TrainingError(f"{self.desc}: loss is {value} at step {step} (stopped at step {self.step}, "
+                                f"epoch {self.epoch}); debug checkpoint: {debug}; lower train.lr or check the data")
+
     # ------------------------------------------------------------------ loop
     def fit(self, batches: BatchSource, steps_per_epoch: int, resume: bool = True) -> TrainResult:
         cfg, acc = self.cfg, self.accelerator
@@ -197,44 +288,54 @@ class Trainer:
                    desc=self.desc, dynamic_ncols=True, mininterval=1.0,
                    disable=None if acc.is_local_main_process else True)   # None: off when not a TTY
         self.method.train()
+        guard, window, epoch_means = _NonFiniteGuard(), _DeviceMeans(), _DeviceMeans()
+        non_blocking = acc.device.type == "cuda"
+        first_step = self.step
+        log_every = max(cfg.log_every, 1)
         while self.epoch < self.epochs and not stopped:
-            running: Dict[str, float] = {}
             for batch in batches(self.epoch, self.batch_in_epoch):
                 if self.batch_in_epoch >= steps_per_epoch:
                     break
-                batch = send_to_device(batch, acc.device)
+                batch = send_to_device(batch, acc.device, non_blocking=non_blocking)
+                if cfg.channels_last:
+                    batch = _channels_last(batch)
                 with acc.accumulate(self.model):
-                    loss, metrics = self.model(batch)
-                    finite = torch.isfinite(loss.detach()).float().reshape(1)
-                    if acc.num_processes > 1:            # every rank must take the same branch
-                        finite = acc.gather(finite).min()
-                    if not bool(finite.item()):
-                        debug = self._save(f"debug-nonfinite-step-{self.step}.pt")
-                        raise TrainingError(f"{self.desc}: loss is {loss.item()} at step {self.step} (epoch "
-                                            f"{self.epoch}); debug checkpoint: {debug}; lower train.lr or "
-                                            f"check the data")
+                    try:
+                        loss, metrics = self.model(batch)
+                    except Exception as e:
+                        if cfg.compile and self.step == first_step:
+                            raise TrainingError(f"{self.desc}: train.compile=true failed on the first step "
+                                                f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); "
+                                                f"set train.compile=false") from e
+                        raise
+                    guard.update(loss, self.step)
                     acc.backward(loss)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 self.batch_in_epoch += 1
                 self.step += 1
-                for k, v in metrics.items():
-                    running[k] = running.get(k, 0.0) + float(v)
+                window.add(metrics, acc.device)
+                epoch_means.add(metrics, acc.device)
                 bar.update(1)
-                if self.step % max(cfg.log_every, 1) == 0:
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()})
+                save = cfg.save_every > 0 and self.step % cfg.save_every == 0
+                stopped = 0 < cfg.max_steps <= self.step
+                if self.step % log_every == 0 or save or stopped:
+                    self._stop_if_nonfinite(guard)
+                if self.step % log_every == 0:
+                    means = window.read()
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
                     self.logger.log(kind="step", step=self.step, epoch=self.epoch,
-                                    lr=self.optimizer.param_groups[0]["lr"], **{k: float(v) for k, v in metrics.items()})
-                if cfg.save_every > 0 and self.step % cfg.save_every == 0:
+                                    lr=self.optimizer.param_groups[0]["lr"], **means)
+                if save:
                     last = self._save(f"step-{self.step}.pt")
-                if 0 < cfg.max_steps <= self.step:
-                    stopped = True
+                if stopped:
                     break
+            self._stop_if_nonfinite(guard)
             if self.batch_in_epoch >= steps_per_epoch:     # epoch complete
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 self.scheduler.step()
-                record = {k: v / steps_per_epoch for k, v in running.items()}
+                record = epoch_means.read()
                 if self.validate is not None and cfg.validate:
                     score = float(self.validate(self.method))
                     if acc.num_processes > 1:            # decide "best" on rank 0's score everywhere
