@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .config import Config, ConfigError
+from .config import EPISODIC_METHODS, Config, ConfigError
 from .utils import atomic_write_json, expand
 
 __all__ = ["weight_settings", "settings_fingerprint", "stamp_run", "check_run", "has_artifacts",
@@ -32,7 +32,7 @@ __all__ = ["weight_settings", "settings_fingerprint", "stamp_run", "check_run", 
 
 SETTINGS_FILE = "settings.json"
 TIME_FILE = "train_time.json"
-EPISODIC = ("protonet", "scl_protonet", "maml", "fomaml")
+EPISODIC = EPISODIC_METHODS      # every method trained by the episodic loop
 
 # Keys that never change the trained weights (evaluation, bookkeeping, where files are).
 # Validation (val_episodes, episode_seed, train.validate) only picks best.pt, never final.pt.
