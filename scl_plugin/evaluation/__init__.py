@@ -10,7 +10,7 @@ Typical use::
                         "rgb", 84, IMAGENET_MEAN, IMAGENET_STD, copies=5))
     mean, ci95 = mean_ci(accs, ci="t")
 """
-from .classifiers import CLASSIFIERS, classify, proto_cosine, proto_euclidean, prototypes
+from .classifiers import CLASSIFIERS, simpleshot, classify, proto_cosine, proto_euclidean, prototypes
 from .episodes import evaluate
 from .features import extract_features
 from .logreg import (BatchedLogisticRegression, fit_logreg, fit_logreg_gram, fit_predict_logreg,
@@ -18,7 +18,7 @@ from .logreg import (BatchedLogisticRegression, fit_logreg, fit_logreg_gram, fit
                      sklearn_logreg_fit, sklearn_logreg_predict, sklearn_logreg_predict_proba)
 from .protocol import (COMBINES, PROTOCOLS, SupportAugment, combine_probabilities, scl_features,
                        scl_predict, scl_probabilities)
-from .simpleshot import base_mean, cl2n, simpleshot
+from .simpleshot import base_mean, cl2n
 from .report import format_table, paired_table, plot_results, write_results
 from .stats import mean_ci, paired_difference
 

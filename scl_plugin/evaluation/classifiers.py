@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F_
 
 from .logreg import fit_predict_logreg, sklearn_logreg_predict
-from .simpleshot import simpleshot
+from .simpleshot import cl2n
 
 __all__ = ["CLASSIFIERS", "classify", "prototypes", "proto_cosine", "proto_euclidean",
            "logreg", "logreg_sklearn", "simpleshot"]
@@ -55,6 +55,14 @@ def logreg_sklearn(Xs, ys, Xq, ways: int, C: float = 1.0, max_iter: int = 1000,
                    tol: float = 1e-4, **_) -> torch.Tensor:
     """scikit-learn ``LogisticRegression``, one episode at a time (the slow reference)."""
     return torch.from_numpy(sklearn_logreg_predict(Xs, ys, Xq, C=C, max_iter=max_iter, tol=tol))
+
+
+def simpleshot(Xs, ys, Xq, ways: int, base_mean=None, **_) -> torch.Tensor:
+    """SimpleShot: nearest CL2N support centroid, Euclidean (see :mod:`.simpleshot`)."""
+    if base_mean is None:
+        raise ValueError("classifier 'simpleshot' needs base_mean= (the mean feature of the base classes)")
+    Xs, Xq = _t(Xs).float(), _t(Xq).float()
+    return proto_euclidean(cl2n(Xs, base_mean), ys, cl2n(Xq, base_mean), ways)
 
 
 CLASSIFIERS: Dict[str, Callable[..., torch.Tensor]] = {

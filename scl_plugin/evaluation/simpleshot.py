@@ -16,14 +16,12 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F_
 
 from .features import extract_features
 
-__all__ = ["base_mean", "cl2n", "simpleshot"]
+__all__ = ["base_mean", "cl2n"]   # the classifier itself: classifiers.simpleshot
 
 
 def cl2n(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -42,11 +40,3 @@ def base_mean(backbone: torch.nn.Module, dataset, batch_size: int = 256, flip: b
         count += f.shape[0]
     return total / count
 
-
-def simpleshot(Xs, ys, Xq, ways: int, base_mean: Optional[torch.Tensor] = None, **_) -> torch.Tensor:
-    """Predicted labels (E, Q): nearest CL2N support centroid (Euclidean)."""
-    from .classifiers import _t, proto_euclidean
-    if base_mean is None:
-        raise ValueError("classifier 'simpleshot' needs base_mean= (the mean feature of the base classes)")
-    Xs, Xq = _t(Xs).float(), _t(Xq).float()
-    return proto_euclidean(cl2n(Xs, base_mean), ys, cl2n(Xq, base_mean), ways)
