@@ -378,7 +378,9 @@ def load_trained(run_dir: Any, data: Any = None, cfg: Optional[Config] = None) -
         _load_weights(method, run_dir / "train" / "final.pt")
     if cfg.method in ("ce", "scl"):
         for g in range(1, cfg.distill.generations + 1):
-            module = Distiller.from_teacher(method, cfg.distill, new_backbone=_backbone_factory(cfg, data))
+            # the student's input shape: from the checkpoint's meta (no image read) or the data
+            module = Distiller.from_teacher(method, cfg.distill,
+                                            new_backbone=_backbone_factory(cfg, _model_shape(cfg, data)))
             _load_weights(module, run_dir / f"distill-{g}" / "final.pt")
             method = module.student
     return method, cfg

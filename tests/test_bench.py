@@ -57,6 +57,10 @@ def test_tiny_suite_all_methods(tmp_path, capsys):
     assert (out / "results.md").read_text().count("|") > 10
     assert (out / "results.csv").exists() and (out / "results.png").stat().st_size > 1000
     assert len(json.loads((out / "paired.json").read_text())) == len(ALL_METHODS) - 1
+    # a fully cached rerun rebuilds every method (distilled student included) from its
+    # checkpoints without data and serves the same numbers
+    again = run_suite(load_suite(path))
+    assert [(r["method"], r["acc"]) for r in again] == [(r["method"], r["acc"]) for r in rows]
 
 
 def test_interrupted_suite_reuses_finished_checkpoint(tmp_path, capsys):
