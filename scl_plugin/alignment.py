@@ -14,11 +14,12 @@ CE, SCL and the distilled student show what that does::
 """
 from __future__ import annotations
 
-import os
 from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from .utils import save_figure
 
 __all__ = ["alignment", "class_alignment", "uniformity", "alignment_uniformity", "plot_alignment_uniformity"]
 
@@ -67,7 +68,4 @@ def plot_alignment_uniformity(points: Dict[str, Tuple[float, float]], path: str)
            title="Test embeddings: alignment vs uniformity")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -17,12 +17,13 @@ and is imported lazily, so importing this module stays cheap.
 """
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from .utils import save_figure
 
 __all__ = ["extract_dataset_features", "knn_accuracy", "knn_predict", "nearest_neighbours", "retrieval_grid",
            "spectrum", "plot_spectra"]
@@ -222,10 +223,7 @@ def retrieval_grid(query_images, ref_images, idx, path: str, n_queries: int = 8,
                 for spine in ax.spines.values():
                     spine.set_linewidth(2)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- spectra
@@ -289,10 +287,7 @@ def plot_spectra(features_by_method: Dict[str, object], path: str, max_component
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # The paper's two other analyses live in their own modules and are re-exported here.

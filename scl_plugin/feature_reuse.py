@@ -22,7 +22,6 @@ means feature reuse::
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Dict, Iterable, List, Optional
 
 import numpy as np
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from .data import split_support_query
+from .utils import save_figure
 
 __all__ = ["linear_cka", "stage_names", "layer_outputs", "feature_reuse", "plot_feature_reuse"]
 
@@ -143,7 +143,4 @@ def plot_feature_reuse(similarities: Dict[str, Dict[str, float]], path: str) -> 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -144,3 +144,12 @@ class JSONLLogger:
 
 def expand(path: Optional[PathLike]) -> Optional[Path]:
     return None if path is None else Path(os.path.expandvars(os.path.expanduser(str(path))))
+
+
+def save_figure(fig: Any, path: PathLike, dpi: int = 100) -> PathLike:
+    """Write a matplotlib figure to ``path`` (parent folders created) and close it."""
+    import matplotlib.pyplot as plt
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
