@@ -143,6 +143,14 @@ def ordering_lines(per_episode: dict) -> list:
     return lines
 
 
+def paired_cell(by: dict, a: str, b: str) -> str:
+    """``a - b`` on the same episodes in percentage points with its 95% CI ("" if one is missing)."""
+    if a not in by or b not in by:
+        return ""
+    d, c = paired_difference(by[a], by[b])
+    return f"{100 * d:+.2f} ± {100 * c:.2f}"
+
+
 def comparison_lines(per_episode: dict) -> list:
     """Paired differences that answer the study's other questions, per setting."""
     pairs = [("scl_distill", "ce_gc_sc", "distilled student − its SCL teacher"),
@@ -153,13 +161,7 @@ def comparison_lines(per_episode: dict) -> list:
         by = per_episode[key]
         ds, w, s = key.split("|")
         best = max(by, key=lambda m: float(np.mean(by[m])))
-        cells = []
-        for a, b, _ in pairs:
-            if a in by and b in by:
-                d, c = paired_difference(by[a], by[b])
-                cells.append(f"{100 * d:+.2f} ± {100 * c:.2f}")
-            else:
-                cells.append("")
+        cells = [paired_cell(by, a, b) for a, b, _ in pairs]
         lines.append(f"| {ds} | {w} | {s} | {best} ({100 * float(np.mean(by[best])):.2f}) | " + " | ".join(cells) + " |")
     header = ["| dataset | ways | shots | best method | " + " | ".join(p[2] for p in pairs) + " |",
               "|---|---:|---:|---|" + "---:|" * len(pairs)]
@@ -176,14 +178,7 @@ def paired_lines(per_episode: dict, names: list, reference: str) -> list:
     for name in names:
         if name == reference:
             continue
-        cells = []
-        for k in keys:
-            by = per_episode[k]
-            if name in by and reference in by:
-                d, c = paired_difference(by[name], by[reference])
-                cells.append(f"{100 * d:+.2f} ± {100 * c:.2f}")
-            else:
-                cells.append("")
+        cells = [paired_cell(per_episode[k], name, reference) for k in keys]
         lines.append(f"| {name} − {reference} | " + " | ".join(cells) + " |")
     return header + lines
 
@@ -285,9 +280,8 @@ def embedding_lines(per_episode: dict) -> list:
         ds, w, s = key.split("|")
         for name in EMBEDDING + [f"{m}_protonet" for m in EMBEDDING]:
             if name in by and "ce" in by:
-                d, c = paired_difference(by[name], by["ce"])
                 lines.append(f"| {ds} | {w} | {s} | {name} | {100 * float(np.mean(by[name])):.2f} | "
-                             f"{100 * d:+.2f} ± {100 * c:.2f} |")
+                             f"{paired_cell(by, name, 'ce')} |")
     if not lines:
         return ["(no embedding-objective method in this suite)"]
     return ["| dataset | ways | shots | method | acc (%) | − CE (paired) |", "|---|---:|---:|---|---:|---:|"] + lines
