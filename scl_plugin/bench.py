@@ -166,9 +166,9 @@ def _evaluate(method, cfg: Config, tasks, ways: int, shots: int, queries: int, a
 
 def challenge_accuracies(method, cfg: Config) -> np.ndarray:
     """Per-run accuracy on the 20 runs of the Omniglot one-shot challenge (answer key order)."""
-    runs = load_omniglot_challenge(cfg.data.root, cfg.data.image_size, cfg.data.cache_dir)
-    episodes = [(torch.cat([r.support_x, r.query_x]), torch.cat([r.support_y, r.query_y])) for r in runs]
-    n_support = runs[0].support_x.shape[0]
+    trials = load_omniglot_challenge(cfg.data.root, cfg.data.image_size, cfg.data.cache_dir)
+    episodes = [(torch.cat([r.support_x, r.query_x]), torch.cat([r.support_y, r.query_y])) for r in trials]
+    n_support = trials[0].support_x.shape[0]
 
     def split(x, y, ways, shots, queries):   # support = the 20 training images, query = the 20 test items
         return x[:n_support], y[:n_support], x[n_support:], y[n_support:]
