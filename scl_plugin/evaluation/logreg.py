@@ -48,8 +48,8 @@ hundreds of iterations with per-episode line searches). Two variants:
 * ``solver="newton"``: dense Hessian build + batched LU/Cholesky; exact steps, kept as a
   cross-check and for GPUs, where large batched factorisations are cheap.
 
-Queries need no d-dimensional W either: ``fit_predict_logreg`` scores them through their
-inner products with the support points (``W = X^T M``, logits ``Xq X^T M + b``).
+Queries are scored with ``W = X^T M`` formed in the features' own precision (float32):
+no float64 copy of the d-dimensional features is ever made.
 
 Details: a backtracking (Armijo) line search makes Newton globally convergent on this
 strictly convex problem. For K >= 3 the class dimension is restricted to the sum-zero
@@ -120,8 +120,11 @@ def _class_basis(K: int, dtype: torch.dtype, device) -> torch.Tensor:
 def _objective(Fa: torch.Tensor, Y: torch.Tensor, theta: torch.Tensor, P: torch.Tensor,
                C: float) -> torch.Tensor:
     """Per-episode ``C * sum_i CE(P theta^T a_i) + 0.5 ||Z||^2``, a_i = [f_i, 1]."""
-    logits = Fa @ theta @ P.T
-    ce = -(Y * torch.log_softmax(logits, dim=-1)).sum(dim=(1, 2))
+    # (theta^T Fa^T)^T: batched GEMMs with K output rows and S columns measured ~2x faster
+    # than with S rows and K columns (and reading Fa through a transposed view is faster
+    # still than a contiguous transposed copy).
+    logits = P @ (theta.transpose(1, 2) @ Fa.transpose(1, 2))            # (E, K, S)
+    ce = -(Y.transpose(1, 2) * torch.log_softmax(logits, dim=1)).sum(dim=(1, 2))
     return C * ce + 0.5 * theta[:, :-1].pow(2).sum(dim=(1, 2))
 
 
@@ -138,8 +141,12 @@ def _backtrack(Fa, Y, th, step, decrement, f, P, C):
         if not fail.any():
             break
         t = torch.where(fail, t * 0.5, t)
-        new_th[fail] = th[fail] - t[fail, None, None] * step[fail]
-        new_f[fail] = _objective(Fa[fail], Y[fail], new_th[fail], P, C)
+        if 4 * int(fail.sum()) > fail.numel():   # many: cheaper than gathering the features
+            new_th = torch.where(fail[:, None, None], th - t[:, None, None] * step, new_th)
+            new_f = torch.where(fail, _objective(Fa, Y, new_th, P, C), new_f)
+        else:
+            new_th[fail] = th[fail] - t[fail, None, None] * step[fail]
+            new_f[fail] = _objective(Fa[fail], Y[fail], new_th[fail], P, C)
     worse = new_f > f
     new_th[worse], new_f[worse] = th[worse], f[worse]
     return new_th, new_f, roundoff, worse
@@ -235,7 +242,6 @@ def _newton_cg(F: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, C: float,
     Fa = torch.cat([F, F.new_ones(E, S, 1)], dim=-1)                     # (E, S, r+1)
     Fa2 = Fa.pow(2)
     Fh, Ph = Fa.float(), P.float()
-    FaT = Fa.transpose(1, 2).contiguous()     # for GEMMs with S output columns (see hvp)
     pen = F.new_ones(r + 1, 1)
     pen[-1] = 0.0                                                        # intercept unpenalised
     theta = F.new_zeros(E, r + 1, Kf)
@@ -247,20 +253,24 @@ def _newton_cg(F: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, C: float,
     for _ in range(max_iter):
         full = active.numel() == E   # plain views instead of gathers while nothing is done
         Fa_a, Y_a, th = (Fa, Y, theta) if full else (Fa[active], Y[active], theta[active])
-        Fh_a, Fa2_a, FaT_a = (Fh, Fa2, FaT) if full else (Fh[active], Fa2[active], FaT[active])
-        p = torch.softmax((th.transpose(1, 2) @ FaT_a).transpose(1, 2) @ P.T, dim=-1)  # (e, S, K)
-        grad = C * (((p - Y_a) @ P).transpose(1, 2) @ Fa_a).transpose(1, 2) + pen * th  # (e, r+1, Kf)
+        Fh_a, Fa2_a = (Fh, Fa2) if full else (Fh[active], Fa2[active])
+        # GEMMs with Kf output rows and S (or r+1) columns, Fa read through transposed views:
+        # ~2x faster than the S x Kf orientation (narrow outputs are slow in batched GEMM).
+        pT = torch.softmax(P @ (th.transpose(1, 2) @ Fa_a.transpose(1, 2)), dim=1)  # (e, K, S)
+        p = pT.transpose(1, 2)                                           # (e, S, K)
+        grad = C * ((P.T @ (pT - Y_a.transpose(1, 2))) @ Fa_a).transpose(1, 2) + pen * th  # (e, r+1, Kf)
         gmax = grad.abs().flatten(1).amax(dim=1) * scale
         done = gmax <= tol
         if done.all():
             break
         if done.any():
             keep = ~done
-            active, Fa_a, Y_a, th, p, grad, gmax = (active[keep], Fa_a[keep], Y_a[keep], th[keep],
-                                                    p[keep], grad[keep], gmax[keep])
+            active, Fa_a, Y_a, th, pT, grad, gmax = (active[keep], Fa_a[keep], Y_a[keep], th[keep],
+                                                     pT[keep], grad[keep], gmax[keep])
             Fh_a, Fa2_a = Fh_a[keep], Fa2_a[keep]
-        pT = p.float().transpose(1, 2)                                   # (e, K, S)
-        FhT_a = Fh_a.transpose(1, 2).contiguous()                        # (e, r+1, S)
+            p = pT.transpose(1, 2)
+        pT = pT.float()                                                  # (e, K, S)
+        FhT_a = Fh_a.transpose(1, 2)                                     # (e, r+1, S) view
 
         def hvp(v):  # H v = C Fa^T [(diag p - p p^T)(Fa v P^T)] P + pen * v, in float32
             # Computed transposed, (small x r+1) @ (r+1 x S): batched GEMMs with 5 output
@@ -271,8 +281,8 @@ def _newton_cg(F: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, C: float,
             return (C * (Ph.T @ wT) @ Fh_a).transpose(1, 2).to(v.dtype) + pen * v
 
         # Jacobi preconditioner: diag(H) = C (Fa^2)^T diag(P^T A_s P) + pen.
-        diagA = (p.unsqueeze(-1) * P.pow(2)).sum(dim=-2) - (p @ P).pow(2)  # (e, S, Kf)
-        minv = 1.0 / (C * Fa2_a.transpose(1, 2) @ diagA + pen).clamp_min(1e-12)
+        diagA = p @ P.pow(2) - (p @ P).pow(2)                           # (e, S, Kf)
+        minv = 1.0 / (C * (diagA.transpose(1, 2) @ Fa2_a).transpose(1, 2) + pen).clamp_min(1e-12)
         gnorm = grad.flatten(1).norm(dim=1)
         eta = torch.clamp(torch.sqrt(gmax), max=0.5)
         x = torch.zeros_like(grad)
@@ -358,7 +368,7 @@ def _fit_logreg_gram_impl(G, y, num_classes: int, C: float = 1.0, max_iter: int 
     """:func:`fit_logreg` from the support Gram matrices ``G = X X^T`` (E, S, S) alone.
 
     Returns ``M`` (E, S, K) and ``b`` (E, K) with ``W = X^T M`` (the representer form), so
-    query logits are ``(Xq X^T) M + b``: neither W nor d-dimensional float64 copies of
+    query logits are ``Xq (X^T M) + b``: no d-dimensional float64 copies of
     the features are ever needed. Computed in G's dtype (use float64).
     """
     G = _as_tensor(G)
@@ -368,29 +378,31 @@ def _fit_logreg_gram_impl(G, y, num_classes: int, C: float = 1.0, max_iter: int 
     Y = torch.nn.functional.one_hot(y, int(num_classes)).to(dtype)
     # Reduce to the row space of each episode's support set (exact, see module docstring):
     # any F with F F^T = G is F = X Q for an orthonormal basis Q of that row space, and
-    # then W = Q Z = X^T (to_dual Z). Cholesky G = L L^T gives F = L, Q = X^T L^-T
-    # (25x faster than eigh for 25 x 25 Grams); episodes whose G is singular or badly
+    # then W = Q Z = X^T M. Cholesky G = L L^T gives F = L, Q = X^T L^-T
+    # and M = L^-T Z (25x faster than eigh for 25 x 25 Grams); episodes whose G is singular or badly
     # conditioned (repeated support points) use the eigendecomposition
     # G = U diag(lam) U^T instead, F = U diag(sqrt(lam)), dropping null directions.
     L, info = torch.linalg.cholesky_ex(G)
     diag = L.diagonal(dim1=1, dim2=2)
     ok = (info == 0) & (diag.amin(dim=1) ** 2 > 1e-10 * diag.pow(2).amax(dim=1))
+    if bool(ok.all()):   # the usual case: no copies, no gathers
+        Z, b = _solve(L, Y, float(C), max_iter, tol, hessian_dtype, solver)
+        # M = L^-T Z: a triangular solve against the K columns of Z (not an S x S inverse)
+        return torch.linalg.solve_triangular(L.transpose(1, 2), Z, upper=True), b
     F = L.clone()
-    to_dual = torch.empty_like(G)
-    eye = torch.eye(S, dtype=dtype, device=G.device).expand_as(G)
-    if ok.any():
-        to_dual[ok] = torch.linalg.solve_triangular(L[ok].transpose(1, 2), eye[ok], upper=True)
     bad = ~ok
-    if bad.any():
-        lam, U = torch.linalg.eigh(G[bad])
-        keep = lam > lam[:, -1:].clamp_min(0) * (S * torch.finfo(dtype).eps) * 10
-        sqrt_lam = lam.clamp_min(0).sqrt()
-        F[bad] = U * torch.where(keep, sqrt_lam, torch.zeros_like(sqrt_lam)).unsqueeze(1)
-        inv_sqrt = torch.where(keep, 1.0 / sqrt_lam.clamp_min(torch.finfo(dtype).tiny),
-                               torch.zeros_like(sqrt_lam))
-        to_dual[bad] = U * inv_sqrt.unsqueeze(1)
+    lam, U = torch.linalg.eigh(G[bad])
+    keep = lam > lam[:, -1:].clamp_min(0) * (S * torch.finfo(dtype).eps) * 10
+    sqrt_lam = lam.clamp_min(0).sqrt()
+    F[bad] = U * torch.where(keep, sqrt_lam, torch.zeros_like(sqrt_lam)).unsqueeze(1)
+    inv_sqrt = torch.where(keep, 1.0 / sqrt_lam.clamp_min(torch.finfo(dtype).tiny),
+                           torch.zeros_like(sqrt_lam))
     Z, b = _solve(F, Y, float(C), max_iter, tol, hessian_dtype, solver)
-    return to_dual @ Z, b
+    M = torch.empty_like(Z)
+    if ok.any():
+        M[ok] = torch.linalg.solve_triangular(L[ok].transpose(1, 2), Z[ok], upper=True)
+    M[bad] = (U * inv_sqrt.unsqueeze(1)) @ Z[bad]
+    return M, b
 
 
 def _solve(F, Y, C, max_iter, tol, hessian_dtype, solver):
@@ -425,8 +437,8 @@ def _fit_logits_logreg_impl(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_it
                             solver: str = "newton-cg") -> torch.Tensor:
     """Fit on (Xs, ys) and score Xq, per episode: query logits (E, Q, K) in ``dtype``. Same
     result as :func:`fit_logreg` + :func:`decision_function` up to the precision of the
-    inputs, faster: when d > S it works from the inner products ``Xs Xs^T`` and ``Xq Xs^T``
-    instead of d-dimensional weights."""
+    inputs, faster: when d > S it solves from the inner products ``Xs Xs^T`` and scores the
+    queries with ``W = Xs^T M`` in the features' own precision."""
     Xs, Xq = _as_tensor(Xs), _as_tensor(Xq)
     E, S, d = Xs.shape
     threads = _threads_for(Xs)
@@ -441,10 +453,12 @@ def _fit_logits_logreg_impl(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_it
     # These two large matmuls use every thread; only the solver's many tiny ops run on one.
     Xq = Xq.to(Xs.device, Xs.dtype)
     G = (Xs @ Xs.transpose(1, 2)).to(dtype)
-    Kq = (Xq @ Xs.transpose(1, 2)).to(dtype)                             # (E, Q, S)
     with _torch_threads(threads):
         M, b = _fit_logreg_gram_impl(G, ys, num_classes, C=C, max_iter=max_iter, tol=tol, solver=solver)
-    return Kq @ M + b.unsqueeze(1)
+    # Queries through W^T = M^T Xs (K*S*d + Q*d*K work) rather than the query kernel
+    # Xq Xs^T (Q*S*d): 4x less for 5-way 5-shot 15-query.
+    WT = M.to(Xs.dtype).transpose(1, 2) @ Xs                             # (E, K, d)
+    return (Xq @ WT.transpose(1, 2)).to(dtype) + b.unsqueeze(1)
 
 
 def _threads_for(*tensors) -> Optional[int]:
@@ -506,8 +520,10 @@ def fit_predict_proba_logreg_sets(feature_sets, ys, num_classes: int, C: float =
     out = []
     for i, (Xs, Xq) in enumerate(sets):
         Mi, bi = M[i * E:(i + 1) * E], b[i * E:(i + 1) * E]
-        W = Xs.transpose(1, 2) @ Mi.to(Xs.dtype)                           # (E, d, K)
-        logits = (Xq.to(Xs.device, Xs.dtype) @ W).to(dtype) + bi.unsqueeze(1)
+        # W^T = M^T Xs (E, K, d), then Xq W: both GEMMs in the orientation with wide outputs
+        # or a transposed view (4-5x faster than Xs^T M with its K = 5 output columns).
+        WT = Mi.to(Xs.dtype).transpose(1, 2) @ Xs
+        logits = (Xq.to(Xs.device, Xs.dtype) @ WT.transpose(1, 2)).to(dtype) + bi.unsqueeze(1)
         out.append(torch.softmax(logits, dim=-1))
     return out
 
