@@ -288,7 +288,7 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
             per_epoch = batches.steps_per_epoch if cfg.train.steps_per_epoch < 1 else \
                 min(batches.steps_per_epoch, cfg.train.steps_per_epoch)
             total = cfg.train.epochs * per_epoch
-            method.total_steps = total if cfg.train.max_steps < 1 else min(total, cfg.train.max_steps)
+            method.total_steps = total   # over the full schedule: train.max_steps only pauses a run
         trainer = Trainer(method, cfg.train, run_dir / "train", epochs=cfg.train.epochs, accelerator=acc,
                           validate=validate, meta=meta, config=to_dict(cfg), desc=cfg.method)
         if not trainer.fit(batches, batches.steps_per_epoch, resume=resume).finished:

@@ -211,3 +211,21 @@ def test_protonet_initialised_from_each(trained, omniglot, tmp_path):
         source, _ = pipeline.load_trained(cfg.run_dir, omniglot)
         for (k, v), (k2, v2) in zip(proto.backbone.state_dict().items(), source.backbone.state_dict().items()):
             assert k == k2 and torch.equal(v, v2), (name, k)
+
+
+def test_byol_paused_run_resumes_to_the_uninterrupted_weights(omniglot, tmp_path):
+    """``train.max_steps`` only pauses a run (the run fingerprint leaves it out), so BYOL's EMA
+    schedule must span the whole run, and pause + resume must give the uninterrupted weights."""
+    base = REAL + ["train.epochs=1", "train.steps_per_epoch=4"]
+
+    def run(name, extra, resume):
+        cfg = load_config("configs/byol.yaml", base + extra + [f"run_dir={tmp_path / name}"])
+        torch.manual_seed(0)
+        return pipeline.train(cfg, data=omniglot, resume=resume)
+
+    whole = run("whole", [], False)
+    paused = run("paused", ["train.max_steps=2"], False)
+    assert paused.total_steps == whole.total_steps == 4
+    resumed = run("paused", [], True)
+    for (k, v), (_, v2) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(v, v2), k
