@@ -234,3 +234,24 @@ def test_extract_features_flip_mode_and_norm():
     torch.testing.assert_close(fn.norm(dim=1), torch.ones(10))
     torch.testing.assert_close(fn, torch.nn.functional.normalize(ff, dim=1))
     assert not f.requires_grad
+
+
+def test_features_in_channels_last_equal_the_default_layout_and_leave_the_model_as_it_was():
+    """Evaluation runs CPU forwards in channels-last (faster); the features must equal the
+    default layout's to round-off, and the model's layout and train mode must be restored."""
+    from scl_plugin.backbones import create_backbone
+    from scl_plugin.evaluation.protocol import scl_features
+    torch.manual_seed(0)
+    net = create_backbone("conv4", in_chans=1, depth=3).train()
+    x = torch.randn(40, 1, 28, 28)
+    with torch.no_grad():
+        fmap = net.eval().forward_spatial(x)       # plain NCHW reference
+    net.train()
+    ref_g = torch.nn.functional.normalize(fmap.mean(dim=(2, 3)), dim=1)
+    ref_s = torch.nn.functional.normalize(torch.nn.functional.adaptive_max_pool2d(fmap, 2).flatten(1), dim=1)
+    g, s = scl_features(net, x)
+    assert torch.allclose(g, ref_g, atol=1e-5) and torch.allclose(s, ref_s, atol=1e-5)
+    pooled = extract_features(net, x)
+    assert torch.allclose(pooled, ref_g, atol=1e-5)
+    assert net.training
+    assert all(p.is_contiguous() for p in net.parameters())
