@@ -8,9 +8,12 @@ choosing the loss module, the batch source and the few-shot classifier.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -228,12 +231,32 @@ def train(cfg: Config, data: Optional[FewShotData] = None, accelerator: Optional
         runs.reset_train_seconds(cfg.run_dir)
     t0 = time.time()
     try:
-        method = _train(cfg, data, accelerator, resume)
+        with _sigterm_as_interrupt():
+            method = _train(cfg, data, accelerator, resume)
         broadcast_buffers(method)       # every rank holds exactly the saved model (rank 0's BN statistics)
         return method
     finally:
         if main and expand(cfg.run_dir).is_dir():
             runs.add_train_seconds(cfg.run_dir, time.time() - t0)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While training, SIGTERM (``kill``, a scheduler's time limit) raises KeyboardInterrupt
+    like Ctrl-C, so the ``finally`` blocks run: the call's training time is recorded (the
+    default SIGTERM action ends the process without them, and the run's total would silently
+    miss that call). Main thread only (signals cannot be set elsewhere); restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def train_seconds(cfg: Config) -> Optional[float]:

@@ -297,3 +297,26 @@ def test_plain_api():
         proto.adapt(xs, ys + 1)
     for obj in (SCL, ProtoNet, MAMLMethod, Distiller, Backbone, create_backbone):
         assert "Example" in (obj.__doc__ or "") or "::" in (obj.__doc__ or ""), obj
+
+
+def test_a_killed_training_still_counts_its_time(tmp_path):
+    """SIGTERM (kill, a scheduler's limit) ends training like Ctrl-C: exit 130, checkpoints kept,
+    and the call's training time recorded (before, the run's total silently missed the call)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    args = tiny(tmp_path, "run", "train.epochs=200", "train.steps_per_epoch=50", "train.save_every=1")
+    proc = subprocess.Popen([sys.executable, "-m", "scl_plugin.cli", "train", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    train = tmp_path / "run" / "train"
+    deadline = time.time() + 120
+    while not list(train.glob("step-*.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and not (train / "final.pt").exists()
+    timing = json.loads((tmp_path / "run" / "train_time.json").read_text())
+    assert timing["calls"] == 1 and timing["seconds"] > 0

@@ -15,6 +15,8 @@ from typing import Callable, Dict, Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from ..utils import torch_threads
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "OMNIGLOT_MEAN", "OMNIGLOT_STD", "stats_for",
            "to_float_image", "build_augmentation", "ImageSet"]
 
@@ -207,7 +209,8 @@ class ImageSet(Dataset):
     def _view(self, img: torch.Tensor, second: bool = False) -> torch.Tensor:
         aug = self.augment2 if second else self.augment
         if aug is not None:
-            img = aug(img)
+            with torch_threads(1):    # tiny per-image ops (see torch_threads); same values
+                img = aug(img)
         return (img - self.mean) / self.std
 
     def __getitem__(self, i):

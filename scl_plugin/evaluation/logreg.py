@@ -59,11 +59,12 @@ as lbfgs started at zero keeps them).
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Optional, Tuple
 
 import numpy as np
 import torch
+
+from ..utils import torch_threads as _torch_threads
 
 __all__ = [
     "fit_logreg", "fit_logreg_gram", "fit_predict_logreg", "fit_predict_proba_logreg", "fit_predict_proba_logreg_sets", "predict",
@@ -71,25 +72,6 @@ __all__ = [
     "logreg_objective",
     "BatchedLogisticRegression", "sklearn_logreg_fit", "sklearn_logreg_predict",
 ]
-
-@contextlib.contextmanager
-def _torch_threads(n: Optional[int]):
-    """Temporarily set torch's intra-op thread count (None: leave it alone).
-
-    The Newton-CG loop is hundreds of tiny ops; with 2+ OpenMP threads each op waits for
-    every thread, and when another process holds a core a pass measured ~60x slower
-    (10 s instead of 0.17 s for 1,000 episodes). One thread loses little when the machine
-    is idle and keeps the solver predictable on a shared one.
-    """
-    old = torch.get_num_threads()
-    if n is not None and n != old:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != old:
-            torch.set_num_threads(old)
-
 
 # Cap on the working memory of one Newton batch (bytes); episodes are solved in chunks.
 _WORK_BYTES = 512 * 2**20

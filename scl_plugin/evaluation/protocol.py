@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F_
 
 from .features import _as_layout, frozen_forward, model_device
-from .logreg import _torch_threads, fit_predict_proba_logreg_sets, sklearn_logreg_predict_proba
+from ..utils import torch_threads
+from .logreg import fit_predict_proba_logreg_sets, sklearn_logreg_predict_proba
 
 __all__ = ["PROTOCOLS", "COMBINES", "SupportAugment", "scl_features", "scl_probabilities",
            "combine_probabilities", "scl_predict"]
@@ -75,7 +76,7 @@ class SupportAugment:
         raw = xs.float() * std + mean
         # One intra-op thread: each per-image op is tiny, and with two OpenMP threads the
         # affine grid measured ~10x slower per image (same values either way).
-        with torch.random.fork_rng(devices=[]), _torch_threads(1):
+        with torch.random.fork_rng(devices=[]), torch_threads(1):
             torch.manual_seed(1_000_003 * self.seed + int(episode))
             out = torch.stack([self.transform(raw[i]) for _ in range(self.copies)
                                for i in range(raw.shape[0])])
