@@ -281,6 +281,11 @@ def test_closerlook_json_lists_as_cross_domain_test_set(tmp_path):
     assert len(d.test_meta.labels) == 3 and len(d.test_meta) == 12
     x, y = d.test_tasks[0]
     assert x.shape == (9, 3, 84, 84)
+    # scl-eval's test-only build: the same episodes, normalised with the *training* data's
+    # statistics (mini-ImageNet's), not the test folder's
+    from scl_plugin.data.fewshot import build_test_tasks
+    xt, yt = build_test_tasks(_cfg(tmp_path, **kw))[0]
+    assert torch.equal(x, xt) and torch.equal(y, yt)
     # the same images as class folders give the same episodes (class order = label order here)
     import shutil
     folders = tmp_path / "as_folders"

@@ -320,3 +320,17 @@ def test_a_killed_training_still_counts_its_time(tmp_path):
     assert "interrupted" in err and not (train / "final.pt").exists()
     timing = json.loads((tmp_path / "run" / "train_time.json").read_text())
     assert timing["calls"] == 1 and timing["seconds"] > 0
+
+
+def test_every_episodic_method_is_fingerprinted_as_episodic():
+    """Episodic methods train with episodic.* settings only: changing the flat-training lr must
+    not refuse their runs, changing the meta learning rate must (and the reverse for CE)."""
+    from scl_plugin.runs import weight_settings
+    # every method trained by the episodic loop (written out here, not taken from the package)
+    for method in ("protonet", "maml", "fomaml", "scl_protonet", "anil", "metasgd", "metaoptnet",
+                   "r2d2", "meta_baseline", "matchingnet"):
+        cfg = load_config(str(CONFIGS / "protonet.yaml"), [f"method={method}"])
+        keys = weight_settings(cfg)
+        assert "episodic.meta_lr" in keys and "train.lr" not in keys and "loss.lambda_spatial" not in keys, method
+    keys = weight_settings(load_config(str(CONFIGS / "ce.yaml")))
+    assert "train.lr" in keys and not any(k.startswith("episodic.") for k in keys)
