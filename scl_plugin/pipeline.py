@@ -225,19 +225,20 @@ def train(cfg: Config, data: Optional[FewShotData] = None, accelerator: Optional
         if accelerator is not None:
             method.to(accelerator.device)
         return method
-    data = data() if callable(data) else data
     main = accelerator is None or accelerator.is_main_process
-    if not resume and main:
-        runs.reset_train_seconds(cfg.run_dir)
-    t0 = time.time()
-    try:
-        with _sigterm_as_interrupt():
-            method = _train(cfg, data, accelerator, resume)
-        broadcast_buffers(method)       # every rank holds exactly the saved model (rank 0's BN statistics)
-        return method
-    finally:
-        if main and expand(cfg.run_dir).is_dir():
-            runs.add_train_seconds(cfg.run_dir, time.time() - t0)
+    with runs.training_lock(cfg.run_dir) if main else contextlib.nullcontext():
+        data = data() if callable(data) else data
+        if not resume and main:
+            runs.reset_train_seconds(cfg.run_dir)
+        t0 = time.time()
+        try:
+            with _sigterm_as_interrupt():
+                method = _train(cfg, data, accelerator, resume)
+            broadcast_buffers(method)   # every rank holds exactly the saved model (rank 0's BN statistics)
+            return method
+        finally:
+            if main and expand(cfg.run_dir).is_dir():
+                runs.add_train_seconds(cfg.run_dir, time.time() - t0)
 
 
 @contextlib.contextmanager

@@ -18,17 +18,19 @@ Training time is summed over every call that trained (:func:`add_train_seconds`)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from .config import EPISODIC_METHODS, Config, ConfigError
-from .utils import atomic_write_json, expand
+from .utils import RunDirError, atomic_write_json, expand, make_run_dir
 
 __all__ = ["weight_settings", "settings_fingerprint", "stamp_run", "check_run", "has_artifacts",
-           "SettingsMismatch", "add_train_seconds", "train_seconds", "eval_key", "checkpoint_identity"]
+           "SettingsMismatch", "RunBusyError", "training_lock", "add_train_seconds", "train_seconds", "eval_key", "checkpoint_identity"]
 
 SETTINGS_FILE = "settings.json"
 TIME_FILE = "train_time.json"
@@ -140,6 +142,39 @@ def check_run(cfg: Config, restart_hint: str = "--restart") -> None:
 
 
 # ----------------------------------------------------------------------------- training time
+class RunBusyError(RunDirError):
+    """Another process is training the same run directory."""
+
+
+@contextlib.contextmanager
+def training_lock(run_dir: Any) -> Iterator[None]:
+    """Hold ``run_dir/.train.lock`` while training: a second process training the same run
+    (two suites sharing a run_dir, a job started twice) would interleave checkpoints and
+    corrupt it, so it stops at once with one line instead. The lock is released when the
+    process ends, however it ends (an advisory ``flock``: nothing stale to clean up)."""
+    import fcntl
+    folder = make_run_dir(run_dir)
+    handle = open(folder / ".train.lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            raise RunBusyError(f"{folder} is being trained by another process (pid {owner}); wait for it "
+                               f"to finish (then rerun to reuse its result) or use another run_dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()
+
+
 def add_train_seconds(run_dir: Any, seconds: float) -> None:
     """Add one call's training time to the run's total (every call that trained counts)."""
     path = expand(run_dir) / TIME_FILE

@@ -334,3 +334,17 @@ def test_every_episodic_method_is_fingerprinted_as_episodic():
         assert "episodic.meta_lr" in keys and "train.lr" not in keys and "loss.lambda_spatial" not in keys, method
     keys = weight_settings(load_config(str(CONFIGS / "ce.yaml")))
     assert "train.lr" in keys and not any(k.startswith("episodic.") for k in keys)
+
+
+def test_a_run_being_trained_elsewhere_is_refused_in_one_line(tmp_path, capsys):
+    """Two processes training one run_dir would interleave checkpoints: the second stops at
+    once (exit 2, one line naming the other process); once the first is done it can go on."""
+    from scl_plugin import runs
+    args = tiny(tmp_path)
+    run_dir = tmp_path / "run"
+    with runs.training_lock(run_dir):      # "another process" (flock is per open file)
+        assert train_main(args) == 2
+        err = one_line_error(capsys)
+        assert "being trained by another process" in err and str(os.getpid()) in err
+    assert not list((run_dir / "train").glob("*.pt"))
+    assert train_main(args) == 0 and (run_dir / "train" / "final.pt").exists()
