@@ -118,17 +118,23 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _method_from_weights(args: argparse.Namespace):
     """``--weights FILE --format rfs CONFIG``: the config's method with an RFS / SCL ResNet-12."""
+    from types import SimpleNamespace
     from . import pipeline
-    from .backbones.rfs import RFSCheckpointError, load_rfs_weights
+    from .backbones.rfs import RFSCheckpointError, load_rfs_weights, read_rfs_checkpoint, rfs_to_ours
     from .config import ConfigError, load_config
-    from .data import build_fewshot
+    from .data.fewshot import channels_for
     cfg = load_config(args.run_dir, args.overrides)
     if cfg.model.name != "resnet12":
         raise ConfigError(f"--format {args.format} checkpoints are ResNet-12: set model.name=resnet12 "
                           f"(config has {cfg.model.name!r})")
-    data = build_fewshot(cfg.data, seed=cfg.seed)
-    method = pipeline.build_method(cfg, data, init=False)
     try:
+        state = rfs_to_ours(read_rfs_checkpoint(args.weights))
+        # The model's shape comes from the checkpoint and the config, so no training image is
+        # read: the head keeps the checkpoint's classes (evaluation does not use it).
+        head = state.get("fc.weight")
+        shape = SimpleNamespace(num_classes=int(head.shape[0]) if head is not None else 1,
+                                channels=channels_for(cfg.data.dataset), image_size=cfg.data.image_size)
+        method = pipeline.build_method(cfg, shape, init=False)
         load_rfs_weights(method.backbone.model, args.weights)
     except RFSCheckpointError as e:
         from .training import CheckpointError

@@ -91,7 +91,7 @@ def test_rfs_checkpoint_errors_are_one_line(tmp_path):
         load_rfs_weights(resnet12(num_classes=5), tmp_path / "narrow.pth")
 
 
-def test_scl_eval_weights_rfs_end_to_end(tmp_path, capsys):
+def test_scl_eval_weights_rfs_end_to_end(tmp_path, capsys, monkeypatch):
     """An exported checkpoint evaluated by scl-eval gives the accuracy of the model it came from."""
     from scl_plugin import pipeline
     from scl_plugin.config import load_config
@@ -108,6 +108,14 @@ def test_scl_eval_weights_rfs_end_to_end(tmp_path, capsys):
                 mod.running_var.uniform_(0.5, 2.0)
     export_rfs(method.backbone.model, tmp_path / "ckpt.pth", opt=argparse.Namespace(dataset="x"))
     want = pipeline.evaluate(method, cfg, data.test_tasks, 3, 1, 2, progress=False).mean() * 100
+    import scl_plugin.data.fewshot as fewshot
+
+    def no_training_split(*a, **k):
+        raise AssertionError("scl-eval --weights built the training split")
+    monkeypatch.setattr(fewshot, "build_fewshot", no_training_split)
+    monkeypatch.setattr(pipeline, "build_fewshot", no_training_split)
+    import scl_plugin.data
+    monkeypatch.setattr(scl_plugin.data, "build_fewshot", no_training_split)
     assert eval_main(["--weights", str(tmp_path / "ckpt.pth"), "--format", "rfs",
                       str(CONFIGS / "ce.yaml")] + over) == 0
     out = capsys.readouterr().out
