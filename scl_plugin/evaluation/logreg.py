@@ -433,14 +433,23 @@ def _fit_logits_logreg_impl(Xs, ys, Xq, num_classes: int, C: float = 1.0, max_it
     # ~1e-7, far below scikit-learn's own tolerance), everything after in `dtype`: this
     # avoids float64 copies of all the d-dimensional features, the dominant cost otherwise.
     # These two large matmuls use every thread; only the solver's many tiny ops run on one.
-    Xq = Xq.to(Xs.device, Xs.dtype)
     G = (Xs @ Xs.transpose(1, 2)).to(dtype)
     with _torch_threads(threads):
         M, b = _fit_logreg_gram_impl(G, ys, num_classes, C=C, max_iter=max_iter, tol=tol, solver=solver)
-    # Queries through W^T = M^T Xs (K*S*d + Q*d*K work) rather than the query kernel
-    # Xq Xs^T (Q*S*d): 4x less for 5-way 5-shot 15-query.
+    return _query_logits(Xs, Xq, M, b, dtype)
+
+
+def _query_logits(Xs: torch.Tensor, Xq: torch.Tensor, M: torch.Tensor, b: torch.Tensor,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """Query logits ``Xq W + b`` (E, Q, K) in ``dtype`` for the representer-form weights
+    ``W = Xs^T M``, formed in the features' own precision.
+
+    Through ``W^T = M^T Xs`` (K*S*d + Q*d*K work) rather than the query kernel ``Xq Xs^T``
+    (Q*S*d, 4x more at 5-way 5-shot 15-query), and both GEMMs in the orientation with wide
+    outputs or a transposed view (4-5x faster than ``Xs^T M`` with its K output columns).
+    """
     WT = M.to(Xs.dtype).transpose(1, 2) @ Xs                             # (E, K, d)
-    return (Xq @ WT.transpose(1, 2)).to(dtype) + b.unsqueeze(1)
+    return (Xq.to(Xs.device, Xs.dtype) @ WT.transpose(1, 2)).to(dtype) + b.unsqueeze(1)
 
 
 def _threads_for(*tensors) -> Optional[int]:
@@ -501,11 +510,7 @@ def fit_predict_proba_logreg_sets(feature_sets, ys, num_classes: int, C: float =
                                      max_iter=max_iter, tol=tol)
     out = []
     for i, (Xs, Xq) in enumerate(sets):
-        Mi, bi = M[i * E:(i + 1) * E], b[i * E:(i + 1) * E]
-        # W^T = M^T Xs (E, K, d), then Xq W: both GEMMs in the orientation with wide outputs
-        # or a transposed view (4-5x faster than Xs^T M with its K = 5 output columns).
-        WT = Mi.to(Xs.dtype).transpose(1, 2) @ Xs
-        logits = (Xq.to(Xs.device, Xs.dtype) @ WT.transpose(1, 2)).to(dtype) + bi.unsqueeze(1)
+        logits = _query_logits(Xs, Xq, M[i * E:(i + 1) * E], b[i * E:(i + 1) * E], dtype)
         out.append(torch.softmax(logits, dim=-1))
     return out
 
