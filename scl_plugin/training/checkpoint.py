@@ -8,10 +8,16 @@ checkpoints (backbone name, number of classes) with a one-line message.
 Writes go to a temp file in the same folder, are fsynced, then renamed into place, so a
 crash or a full disk never leaves a file that looks complete. A truncated or corrupt file
 (e.g. copied half-way) is detected on load and reported, never silently used.
+
+Every read is ``torch.load(weights_only=True)``: a checkpoint holds tensors and plain data
+(dicts, lists, tuples, numbers, strings) only, so a shared run folder or an ``init_from`` file
+can never run code. A file whose pickle needs anything else (a class, a function such as
+``os.system``) is refused with :class:`UnsafeCheckpointError`, naming the object it asked for.
 """
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -25,6 +31,44 @@ CKPT_RE = re.compile(r"^step-(\d+)\.pt$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says why and what to do."""
+
+
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """No file at the given path (bad input: the CLI exits with code 2)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A file whose unpickling would need code (a global other than plain data): refused."""
+
+
+_GLOBAL_RE = re.compile(r"(?:GLOBAL|global)\s+([\w.]+(?:\s*\.\s*[\w]+)*)")
+
+
+def unsafe_reason(error: BaseException) -> str:
+    """The object a refused pickle asked for (``posix.system``), from torch's message."""
+    text = str(error)
+    m = _GLOBAL_RE.search(text)
+    return m.group(1).replace(" ", "") if m else text.splitlines()[0][:80] if text else type(error).__name__
+
+
+def safe_torch_load(path: os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors: :class:`CheckpointNotFound`,
+    :class:`UnsafeCheckpointError` (the file would run code: never loaded) or
+    :class:`CheckpointError` (truncated or corrupt)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointNotFound(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e):
+            raise UnsafeCheckpointError(
+                f"{what} {path} is refused: loading it would run code ({unsafe_reason(e)}), and scl_plugin "
+                f"reads only tensors and plain data from files; use a checkpoint written by scl_plugin or "
+                f"re-save its state_dict from a trusted source") from None
+        raise CheckpointError(f"{what} {path} is truncated or corrupt (UnpicklingError)") from None
+    except Exception as e:  # torch raises RuntimeError/EOFError/... on damage
+        raise CheckpointError(f"{what} {path} is truncated or corrupt ({type(e).__name__})") from None
 
 
 def save_checkpoint(path: os.PathLike, state: Dict[str, Any]) -> Path:
@@ -41,13 +85,13 @@ def save_checkpoint(path: os.PathLike, state: Dict[str, Any]) -> Path:
 def load_checkpoint(path: os.PathLike, expect: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Load a checkpoint, refusing truncated files and mismatching ``meta`` entries."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises RuntimeError/EOFError/UnpicklingError on damage
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}): delete it "
-                              f"(training resumes from the newest step checkpoint) or retrain with --restart") from None
+        state = safe_torch_load(path)
+    except (CheckpointNotFound, UnsafeCheckpointError):
+        raise
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}: delete it (training resumes from the newest step checkpoint) "
+                              f"or retrain with --restart") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"checkpoint {path} is not an scl_plugin checkpoint (no 'model' entry)")
     meta = state.get("meta", {})
