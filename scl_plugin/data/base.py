@@ -10,6 +10,10 @@ input scale they expect.
 from __future__ import annotations
 
 import os
+import re
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -22,13 +26,63 @@ from . import DataError
 
 __all__ = ["Split", "TensorSource", "NpySource", "FileSource", "Subset", "need_dir", "need_file",
            "image_files", "subset_split", "canonical_order", "l2l", "IMAGE_EXTENSIONS",
-           "RFS_IMAGENET_MEAN", "RFS_IMAGENET_STD"]
+           "RFS_IMAGENET_MEAN", "RFS_IMAGENET_STD", "DECODE_ERRORS", "damaged", "open_image"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".gif", ".webp", ".tif", ".tiff")
 
 # Pixel statistics RFS and SCL normalise mini- and tiered-ImageNet with (their data loaders).
 RFS_IMAGENET_MEAN = (120.39586422 / 255.0, 115.59361427 / 255.0, 104.54012653 / 255.0)
 RFS_IMAGENET_STD = (70.68188272 / 255.0, 68.27635443 / 255.0, 72.54505529 / 255.0)
+
+
+# What reading a damaged file raises: a zip member with a bad CRC or cut short (BadZipFile,
+# zlib.error, EOFError), a truncated / non-image PNG or JPEG (PIL: UnidentifiedImageError and
+# "image file is truncated" are OSErrors, "broken PNG file" is a SyntaxError, bad tiles or
+# modes ValueErrors, short headers struct.error / IndexError).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error,
+                 zipfile.BadZipFile)
+
+
+def damaged(dataset: str, file, item: Optional[str], err: BaseException, how: str = "") -> DataError:
+    """The one-line :class:`DataError` for a file that cannot be decoded: names the file, the
+    member / item inside it (``None``: the file itself), the cause, and says to replace it.
+
+    ``how`` (how to get an intact copy: a dataset's HOW text) is appended when given.
+    """
+    if isinstance(err, DataError):
+        return err
+    name = Path(str(file)).name
+    where = f"{item} of {file}" if item else str(file)
+    kind = type(err).__name__
+    if kind == "error":                                # zlib.error, struct.error
+        kind = f"{type(err).__module__}.{kind}"
+    cause = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", f"{kind}: {err}")
+    cause = " ".join(cause.split())
+    head = f"{dataset}: " if dataset else ""
+    if isinstance(err, FileNotFoundError) and not item:
+        msg = f"{head}{file} is missing ({cause}); restore it or re-download the dataset"
+    elif isinstance(err, OSError) and err.errno is not None and not item:   # permissions, I/O
+        msg = f"{head}cannot read {file} ({cause}); check its permissions or replace {name}"
+    elif item:
+        msg = (f"{head}cannot decode {where} ({cause}); {name} is damaged (corrupted or "
+               f"truncated copy): re-download or replace {name}")
+    else:
+        msg = (f"{head}cannot decode {where} ({cause}); the file is damaged (corrupted or "
+               f"truncated copy) or not what its name says: replace {name} with an intact copy "
+               f"(or re-download the dataset)")
+    if how:
+        msg += f". {how}"
+    return DataError(" ".join(msg.split()))
+
+
+def open_image(path, mode: str = "RGB", dataset: str = ""):
+    """PIL image of the file ``path`` converted to ``mode``; a damaged file -> :func:`damaged`."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            return im.convert(mode)
+    except DECODE_ERRORS as e:
+        raise damaged(dataset, path, None, e) from None
 
 
 def l2l():
@@ -110,18 +164,19 @@ class NpySource(Dataset):
 
 
 class FileSource(Dataset):
-    """Images read lazily from file paths (PIL), e.g. CUB or a folder of class folders."""
+    """Images read lazily from file paths (PIL), e.g. CUB or a folder of class folders.
 
-    def __init__(self, paths: Sequence[str], mode: str = "RGB"):
-        self.paths, self.mode = list(paths), mode
+    A file that cannot be decoded raises a one-line :class:`DataError` naming its path.
+    """
+
+    def __init__(self, paths: Sequence[str], mode: str = "RGB", dataset: str = ""):
+        self.paths, self.mode, self.dataset = list(paths), mode, dataset
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
-        from PIL import Image
-        with Image.open(self.paths[i]) as im:
-            return im.convert(self.mode)
+        return open_image(self.paths[i], self.mode, getattr(self, "dataset", ""))
 
 
 class Subset(Dataset):

@@ -7,6 +7,10 @@
   the streaming writer (so building never holds a second full copy) and the lock.
 * :func:`cached_object`: small ``torch.save`` caches (omniglot-small's decoded zips, kept as
   they were so its images stay bit-identical).
+
+A build that fails (e.g. a damaged source file: one-line :class:`~scl_plugin.data.DataError`
+naming the file and the item) leaves no cache entry: the ``.npy`` is written in a temporary
+folder renamed into place only when complete, and ``cached_object`` stores only what was built.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .base import NpySource, TensorSource
+from . import DataError
+from .base import DECODE_ERRORS, NpySource, TensorSource, damaged
 
 __all__ = ["cached_arrays", "cached_object", "cache_key", "ArrayWriter"]
 
@@ -180,17 +185,28 @@ def plain_label(v):
 
 
 def cached_hwc_split(cache_dir: Optional[str], sub: str, key: str,
-                     read: Callable[[], Tuple[np.ndarray, Sequence]]) -> Tuple[object, List]:
+                     read: Callable[[], Tuple[np.ndarray, Sequence]], where: Optional[str] = None,
+                     array: str = "images", how: str = "") -> Tuple[object, List]:
     """A split read as one ``(N, H, W, C)`` uint8 array + labels (e.g. from a pickle), stored in
-    the cache in canonical class order (see :func:`~scl_plugin.data.base.canonical_order`)."""
+    the cache in canonical class order (see :func:`~scl_plugin.data.base.canonical_order`).
+
+    An array of the wrong shape / dtype (or a label count that differs) raises a one-line
+    :class:`~scl_plugin.data.DataError` naming ``where`` (the file) and ``array`` (the item in it);
+    ``how`` (how to get an intact copy) is appended.
+    """
     from .base import canonical_order
 
     def build(open_writer):
         images, labels = read()
         labels = [plain_label(v) for v in labels]
+        images = np.asarray(images) if not isinstance(images, np.ndarray) else images
         if images.ndim != 4 or images.dtype != np.uint8 or len(images) != len(labels):
-            raise ValueError(f"expected (N, H, W, C) uint8 images and N labels, got "
-                             f"{images.dtype} {tuple(images.shape)} and {len(labels)} labels")
+            raise DataError(" ".join(
+                f"{sub}: '{array}' of {where or 'the data file'} is {images.dtype} "
+                f"{tuple(images.shape)} with {len(labels)} labels; expected (N, H, W, C) uint8 "
+                f"images and N labels: the file is damaged or not this layout, replace "
+                f"{Path(str(where)).name if where else 'it'} with an intact copy (re-download it)"
+                f"{'. ' + how if how else ''}".split()))
         order = canonical_order(labels)
         writer = open_writer(len(order), (images.shape[3], images.shape[1], images.shape[2]))
         write_hwc(writer, images, order)
@@ -200,19 +216,34 @@ def cached_hwc_split(cache_dir: Optional[str], sub: str, key: str,
 
 def cached_encoded_split(cache_dir: Optional[str], sub: str, key: str,
                          read: Callable[[], Tuple[Sequence, Sequence]], image_size: Optional[int],
-                         chunk: int = 512) -> Tuple[object, List]:
+                         chunk: int = 512, where: Optional[str] = None,
+                         how: str = "") -> Tuple[object, List]:
     """A split of encoded images (bytes / file paths, decoded with PIL to RGB), decoded once into
-    the cache in canonical class order; resized to ``image_size`` when given and different."""
+    the cache in canonical class order; resized to ``image_size`` when given and different.
+
+    An item that cannot be decoded raises a one-line :class:`~scl_plugin.data.DataError` naming
+    it: its path, or for bytes its index in ``where`` (the file holding them). Images of
+    different sizes (no ``image_size``) are reported the same way; ``how`` (how to get an intact
+    copy) is appended.
+    """
     from PIL import Image
     from .base import canonical_order
 
-    def decode(item):
-        src = io.BytesIO(bytes(memoryview(item))) if not isinstance(item, (str, os.PathLike)) else item
-        with Image.open(src) as im:
-            im = im.convert("RGB")
-            if image_size and im.size != (image_size, image_size):
-                im = im.resize((image_size, image_size), Image.LANCZOS)
-            return np.asarray(im, dtype=np.uint8)
+    def decode(items, i):
+        item = items[i]
+        is_path = isinstance(item, (str, os.PathLike))
+        try:
+            src = item if is_path else io.BytesIO(bytes(memoryview(item)))
+            with Image.open(src) as im:
+                im = im.convert("RGB")
+                if image_size and im.size != (image_size, image_size):
+                    im = im.resize((image_size, image_size), Image.LANCZOS)
+                return np.asarray(im, dtype=np.uint8)
+        except DECODE_ERRORS + (TypeError,) as e:
+            if is_path:
+                raise damaged(sub, item, None, e, how) from None
+            raise damaged(sub, where or "the data file", f"image {i} (of {len(items)})", e,
+                          how) from None
 
     def build(open_writer):
         items, labels = read()
@@ -220,9 +251,19 @@ def cached_encoded_split(cache_dir: Optional[str], sub: str, key: str,
         if len(items) != len(labels):
             raise ValueError(f"{len(items)} images but {len(labels)} labels")
         order = canonical_order(labels)
-        first = decode(items[order[0]]) if order else np.zeros((1, 1, 3), np.uint8)
+        first = decode(items, order[0]) if order else np.zeros((1, 1, 3), np.uint8)
         writer = open_writer(len(order), (3, first.shape[0], first.shape[1]))
         for s in range(0, len(order), chunk):
-            writer.write(np.stack([decode(items[i]) for i in order[s:s + chunk]]).transpose(0, 3, 1, 2))
+            block = [first if i == order[0] and s == 0 else decode(items, i)
+                     for i in order[s:s + chunk]]
+            for i, im in zip(order[s:s + chunk], block):
+                if im.shape != first.shape:
+                    what = items[i] if isinstance(items[i], (str, os.PathLike)) else \
+                        f"image {i} of {where or 'the data file'}"
+                    raise DataError(f"{sub}: {what} is {im.shape[1]}x{im.shape[0]} but the first "
+                                    f"image of its split is {first.shape[1]}x{first.shape[0]}; all "
+                                    f"images of this layout have one size: that file is damaged or "
+                                    f"does not belong here, replace it with an intact copy")
+            writer.write(np.stack(block).transpose(0, 3, 1, 2))
         return [labels[i] for i in order]
     return cached_arrays(cache_dir, sub, key, build)

@@ -48,7 +48,9 @@ def _folder_split(class_dirs, opts: LoadOptions, key_file: Path, tag: str, where
             paths += files
             labels += [cdir.name] * len(files)
         return paths, labels
-    source, labels = cached_encoded_split(opts.cache_dir, "cifarfs", cache_key([key_file], tag), read, None)
+    # a damaged image raises a one-line DataError naming its path (nothing is cached)
+    source, labels = cached_encoded_split(opts.cache_dir, "cifarfs", cache_key([key_file], tag), read, None,
+                                          where=str(key_file), how=CIFARFS_HOW)
     return _split(source, labels, where)
 
 

@@ -1,4 +1,8 @@
-"""CUB-200-2011 through learn2learn's CUBirds200 (images read lazily from their files)."""
+"""CUB-200-2011 through learn2learn's CUBirds200 (images read lazily from their files).
+
+learn2learn lists the images; they are read as it reads them (``Image.open(path).convert("RGB")``)
+by a :class:`~scl_plugin.data.base.FileSource`, so a damaged file raises a one-line DataError
+naming its path instead of PIL's traceback."""
 from __future__ import annotations
 
 import os
@@ -6,7 +10,7 @@ from pathlib import Path
 from typing import Dict
 
 from .. import DataError
-from ..base import Split, Subset as _Subset, l2l as _l2l, need_dir as _need_dir
+from ..base import FileSource, Split, Subset as _Subset, l2l as _l2l, need_dir as _need_dir
 from ..registry import LoadOptions, register
 
 
@@ -43,16 +47,18 @@ def load_cub(root, cub_split: str) -> Dict[str, Split]:
             rank = {n: i for i, n in enumerate(names)}
             cls = [rank[os.path.basename(os.path.dirname(p))] for p, _ in ds.data]
             del ds._bookkeeping_path
+            files = FileSource([p for p, _ in ds.data], dataset="cub")
             for split, keep in (("train", lambda i: i % 2 == 0), ("val", lambda i: i % 4 == 1),
                                 ("test", lambda i: i % 4 == 3)):
                 idx = [j for j, c in enumerate(cls) if keep(c)]
-                out[split] = Split(_Subset(ds, idx), [cls[j] for j in idx], "rgb",
+                out[split] = Split(_Subset(files, idx), [cls[j] for j in idx], "rgb",
                                    f"{images} ({split}, closerlook split)")
         else:
             for split, mode in (("train", "train"), ("val", "validation"), ("test", "test")):
                 ds = l2l.vision.datasets.CUBirds200(root=str(root), mode=mode, download=False)
                 del ds._bookkeeping_path
-                out[split] = Split(ds, [c for _, c in ds.data], "rgb",
+                out[split] = Split(FileSource([p for p, _ in ds.data], dataset="cub"),
+                                   [c for _, c in ds.data], "rgb",
                                    f"{images} ({split}, learn2learn split)")
     except FileNotFoundError as e:
         raise DataError(f"cub: {e.filename} is missing; expected all 200 CUB class folders in "

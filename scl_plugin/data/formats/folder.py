@@ -1,6 +1,7 @@
 """Folders of class folders (``<root>/<class>/<image>``) and CloserLook's JSON file lists
 (``{base,val,novel}.json`` with ``image_names`` / ``image_labels``, what SCL's download scripts
-write for CUB, Cars, Places and Plantae). Images are read lazily from their files (sizes vary)."""
+write for CUB, Cars, Places and Plantae). Images are read lazily from their files (sizes vary);
+a file that cannot be decoded raises a one-line DataError naming its path when it is first read."""
 from __future__ import annotations
 
 import json
@@ -32,7 +33,7 @@ def load_folder_classes(root, dataset: str = "folder") -> Split:
         raise DataError(f"{dataset}: no images found under {root}; expected "
                         f"<root>/<class>/<image> with extensions {', '.join(IMAGE_EXTENSIONS)}. "
                         f"{FOLDER_HOW}")
-    return Split(FileSource(paths), labels, "rgb", str(root))
+    return Split(FileSource(paths, dataset=dataset), labels, "rgb", str(root))
 
 
 @register("folder", "closerlook", files=JSON_FILES, how=FOLDER_HOW,
@@ -72,7 +73,8 @@ def _json_split(root: Path, jpath: Path) -> Split:
                         f"expected {JSON_FILES}") from None
     paths = _resolve(names, root, jpath)
     order = canonical_order(labels)
-    return Split(FileSource([paths[i] for i in order]), [labels[i] for i in order], "rgb", str(jpath))
+    return Split(FileSource([paths[i] for i in order], dataset="folder"), [labels[i] for i in order],
+                 "rgb", str(jpath))
 
 
 @register("folder", "classfolders", files=FOLDER_FILES, how=FOLDER_HOW,

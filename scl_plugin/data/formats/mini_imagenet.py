@@ -16,7 +16,7 @@ import numpy as np
 from .. import DataError
 from ..base import RFS_IMAGENET_MEAN, RFS_IMAGENET_STD, Split, need_dir, need_file
 from ..cache import cache_key, cached_encoded_split, cached_hwc_split
-from ..pickles import PICKLE_ERRORS as _BAD, load_data_labels_pickles, read_pickle
+from ..pickles import PICKLE_ERRORS as _BAD, load_data_labels_pickles, load_pickle
 from ..registry import LoadOptions, register
 
 MINI_HOW = ("Get the learn2learn pickles with learn2learn.vision.datasets.MiniImagenet(root, "
@@ -49,7 +49,7 @@ def load_l2l(root: Path, opts: LoadOptions) -> Dict[str, Split]:
     out = {}
     for split, path in paths.items():
         def read(path=path):
-            d = read_pickle(path)
+            d = load_pickle(path, "mini-imagenet", "is not in the learn2learn format", MINI_HOW)
             images = d["image_data"]
             labels = np.empty(len(images), dtype=object)
             for name, idx in d["class_dict"].items():
@@ -59,7 +59,10 @@ def load_l2l(root: Path, opts: LoadOptions) -> Dict[str, Split]:
             return images, list(labels)
         try:
             source, labels = cached_hwc_split(opts.cache_dir, "mini-imagenet",
-                                              cache_key([path], "l2l"), read)
+                                              cache_key([path], "l2l"), read, where=str(path),
+                                              array="image_data", how=MINI_HOW)
+        except DataError:
+            raise
         except _BAD as e:
             raise DataError(f"mini-imagenet: {path} is not in the learn2learn format "
                             f"({type(e).__name__}: {e}); expected a pickled dict with 'image_data' "
@@ -103,7 +106,9 @@ def load_csv(root: Path, opts: LoadOptions) -> Dict[str, Split]:
         try:
             source, labels = cached_encoded_split(opts.cache_dir, "mini-imagenet",
                                                   cache_key([path], "csv", f"{opts.image_size}px"),
-                                                  read, opts.image_size)
+                                                  read, opts.image_size, where=str(path))
+        except DataError:       # a damaged image (named) or a missing one
+            raise
         except (IndexError, ValueError, OSError) as e:
             raise DataError(f"mini-imagenet: {path} is not a 'filename,label' csv or names an "
                             f"unreadable image ({type(e).__name__}: {e}); expected {CSV_FILES}") from None

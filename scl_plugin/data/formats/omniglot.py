@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Dict, List, NamedTuple
 
@@ -17,7 +18,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .. import DataError
-from ..base import Split, TensorSource, l2l as _l2l, need_file as _need_file, subset_split as _subset_split
+from ..base import (DECODE_ERRORS, Split, TensorSource, damaged as _damaged, l2l as _l2l,
+                    need_file as _need_file, subset_split as _subset_split)
 from ..cache import cache_key, cached_object as _cached
 from ..registry import LoadOptions, register
 from ..transforms import OMNIGLOT_MEAN, OMNIGLOT_STD
@@ -64,6 +66,28 @@ def _decode_character_png(data: bytes, image_size: int):
         return np.asarray(im, dtype=np.uint8)
 
 
+# reading a damaged zip member: bad CRC-32 / bad deflate data / cut short
+_ZIP_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+CHALLENGE_HOW = ("Get all_runs.zip from https://github.com/brendenlake/omniglot "
+                 "(python/one-shot-classification/).")
+
+
+def _read_member(zf: zipfile.ZipFile, zip_path: Path, name: str, dataset: str, how: str) -> bytes:
+    """The bytes of one zip member; a damaged one -> one-line DataError naming zip and member."""
+    try:
+        return zf.read(name)
+    except _ZIP_DAMAGE as e:
+        raise _damaged(dataset, zip_path, f"member {name}", e, how) from None
+
+
+def _decode_member(data: bytes, zip_path: Path, name: str, image_size: int, dataset: str, how: str):
+    """:func:`_decode_character_png` of member ``name``; not a (whole) PNG -> one-line DataError."""
+    try:
+        return _decode_character_png(data, image_size)
+    except DECODE_ERRORS as e:
+        raise _damaged(dataset, zip_path, f"member {name}", e, how) from None
+
+
 def _read_omniglot_zip(zip_path: Path, image_size: int) -> dict:
     """Decode every ``<top>/<Alphabet>/<characterNN>/<id>_<drawer>.png`` of one zip."""
     import numpy as np
@@ -89,17 +113,20 @@ def _read_omniglot_zip(zip_path: Path, image_size: int) -> dict:
         cid = {c: i for i, c in enumerate(classes)}
         images = np.empty((len(entries), 1, image_size, image_size), dtype=np.uint8)
         hashes, labels = [], []
+        # progress on a terminal only (disable=None): logs and captured stderr keep one line per error
         for i, (c, n) in enumerate(tqdm(entries, desc=f"decoding {zip_path.name}", leave=False,
-                                        mininterval=1.0)):
-            data = zf.read(n)
+                                        mininterval=1.0, disable=None)):
+            data = _read_member(zf, zip_path, n, "omniglot-small", OMNIGLOT_SMALL_HOW)
             hashes.append(hashlib.md5(data).hexdigest())
-            images[i, 0] = _decode_character_png(data, image_size)
+            images[i, 0] = _decode_member(data, zip_path, n, image_size, "omniglot-small",
+                                          OMNIGLOT_SMALL_HOW)
             labels.append(cid[c])
     return {"images": torch.from_numpy(images), "labels": labels, "classes": classes,
             "hashes": hashes}
 
 
 def _omniglot_zip(zip_path: Path, image_size: int, cache_dir) -> dict:
+    # a damaged zip raises while building: cached_object then stores nothing
     key = _cache_key(zip_path, f"{image_size}px", "v1")
     return _cached(cache_dir, "omniglot-small", key, lambda: _read_omniglot_zip(zip_path, image_size))
 
@@ -184,17 +211,30 @@ def load_omniglot_challenge(root, image_size: int = 28, cache_dir=None) -> List[
                 raise DataError(f"omniglot challenge: {zpath} has no runNN/class_labels.txt; "
                                 "expected Lake's all_runs.zip (github.com/brendenlake/omniglot)")
             out = []
+
+            def read(n):
+                return _read_member(zf, zpath, n, "omniglot challenge", CHALLENGE_HOW)
+
+            def decode(n):
+                return _decode_member(read(n), zpath, n, image_size, "omniglot challenge", CHALLENGE_HOW)
             for run in runs:
-                pairs = [ln.split() for ln in zf.read(f"{run}/class_labels.txt").decode().splitlines()
-                         if ln.strip()]
+                labels_txt = f"{run}/class_labels.txt"
+                try:
+                    text = read(labels_txt).decode()
+                except UnicodeDecodeError as e:
+                    raise _damaged("omniglot challenge", zpath, f"member {labels_txt}", e,
+                                   CHALLENGE_HOW) from None
+                pairs = [ln.split() for ln in text.splitlines() if ln.strip()]
                 train_names = sorted(n for n in names if n.startswith(f"{run}/training/")
                                      and n.endswith(".png"))
                 pos = {n: i for i, n in enumerate(train_names)}
                 try:
                     qy = [pos[_zip_name(t, run)] for _, t in pairs]
                     qn = [_zip_name(q, run) for q, _ in pairs]
-                    sx = np.stack([_decode_character_png(zf.read(n), image_size) for n in train_names])
-                    qx = np.stack([_decode_character_png(zf.read(n), image_size) for n in qn])
+                    sx = np.stack([decode(n) for n in train_names])
+                    qx = np.stack([decode(n) for n in qn])
+                except DataError:       # a damaged member, named
+                    raise
                 except (KeyError, ValueError) as e:
                     raise DataError(f"omniglot challenge: {zpath}: {run}/class_labels.txt names a "
                                     f"file missing from the zip ({e}); expected lines "
@@ -220,6 +260,20 @@ def _zip_name(name: str, run: str) -> str:
 
 
 
+def _full_omniglot_path(ds, i: int) -> str:
+    """The file behind item ``i`` of learn2learn's FullOmniglot (torchvision's two Omniglots)."""
+    j = i
+    try:
+        for part in ds.dataset.datasets:
+            if j < len(part):
+                name, c = part._flat_character_images[j]
+                return os.path.join(part.target_folder, part._characters[c], name)
+            j -= len(part)
+    except (AttributeError, IndexError, TypeError):
+        pass
+    return f"image {i} of {getattr(ds, 'root', 'omniglot-py')}"
+
+
 class _InvertPIL(Dataset):
     """torchvision's Omniglot gives black strokes on white; we use strokes = 1 everywhere."""
 
@@ -231,7 +285,10 @@ class _InvertPIL(Dataset):
 
     def __getitem__(self, i):
         from PIL import ImageOps
-        img = self.base[i]
+        try:
+            img = self.base[i]
+        except DECODE_ERRORS as e:
+            raise _damaged("omniglot", _full_omniglot_path(self.base, i), None, e) from None
         img = img[0] if isinstance(img, (tuple, list)) else img
         return ImageOps.invert(img.convert("L"))
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Dict
 
 import numpy as np
 
 from .. import DataError
-from ..base import RFS_IMAGENET_MEAN, RFS_IMAGENET_STD, Split, canonical_order, need_dir, need_file
+from ..base import (RFS_IMAGENET_MEAN, RFS_IMAGENET_STD, Split, canonical_order, damaged, need_dir,
+                    need_file)
 from ..cache import plain_label, cache_key, cached_arrays, cached_encoded_split
 from ..registry import LoadOptions, register
-from ..pickles import read_pickle
+from ..pickles import load_pickle
 
 TIERED_HOW = ("Get it with learn2learn.vision.datasets.TieredImagenet(root, mode, download=True) "
               "on a machine with internet (12 GB), or point data.root at RFS's / MetaOptNet's "
@@ -42,12 +44,15 @@ def load_l2l(root: Path, opts: LoadOptions) -> Dict[str, Split]:
                         for n in ("images_png", "labels"))
 
         def read(ipath=ipath, lpath=lpath):
-            images = read_pickle(ipath)
-            labels = list(read_pickle(lpath)["label_specific"])
+            images = load_pickle(ipath, "tiered-imagenet", how=TIERED_HOW)
+            labels = list(load_pickle(lpath, "tiered-imagenet", how=TIERED_HOW)["label_specific"])
             return images, labels
         try:
             source, labels = cached_encoded_split(opts.cache_dir, "tiered-imagenet",
-                                                  cache_key([ipath, lpath], "l2l"), read, None)
+                                                  cache_key([ipath, lpath], "l2l"), read, None,
+                                                  where=str(ipath), how=TIERED_HOW)
+        except DataError:       # a damaged file, named with the image in it
+            raise
         except _BAD as e:
             raise DataError(f"tiered-imagenet: {folder} {split} files are not in the learn2learn "
                             f"format ({type(e).__name__}: {e}); expected a pickled list of PNG bytes "
@@ -56,19 +61,49 @@ def load_l2l(root: Path, opts: LoadOptions) -> Dict[str, Split]:
     return out
 
 
+# reading a damaged .npz member: bad CRC / cut short (zip), or fewer bytes than the header says
+_ZIP_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+
+
+def _npz_damaged(path: Path, key: str, e: BaseException) -> DataError:
+    return damaged("tiered-imagenet", path, f"member {key}.npy", e, TIERED_HOW)
+
+
 def _npz_member(path: Path, key: str):
     """Open array ``key`` of an ``.npz`` as (shape, dtype, file object positioned at the data),
     so a 10 GB split streams in chunks instead of being loaded whole (works stored or deflated)."""
     zf = zipfile.ZipFile(path)
-    f = zf.open(f"{key}.npy")
-    version = np.lib.format.read_magic(f)
-    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                   else np.lib.format.read_array_header_2_0)
-    shape, fortran, dtype = read_header(f)
+    try:
+        f = zf.open(f"{key}.npy")
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(f)
+    except KeyError:
+        zf.close()
+        raise
+    except _ZIP_DAMAGE + (ValueError,) as e:
+        zf.close()
+        raise _npz_damaged(path, key, e) from None
     if fortran or dtype != np.uint8 or len(shape) != 4:
-        raise ValueError(f"'{key}' is {dtype} {shape}{' fortran' if fortran else ''}, expected "
-                         "(N, H, W, 3) uint8")
+        f.close()
+        zf.close()
+        raise DataError(f"tiered-imagenet: member {key}.npy of {path} is {dtype} {shape}"
+                        f"{' fortran' if fortran else ''}, expected (N, H, W, 3) uint8: the file is "
+                        f"damaged or not this layout; replace {path.name} with an intact copy "
+                        f"(re-download it). {TIERED_HOW}")
     return zf, f, shape
+
+
+def _read_exactly(f, n: int, path: Path, key: str) -> bytes:
+    """``n`` bytes of npz member ``key``; a damaged or short member -> one-line DataError."""
+    try:
+        data = f.read(n)
+    except _ZIP_DAMAGE as e:
+        raise _npz_damaged(path, key, e) from None
+    if len(data) != n:
+        raise _npz_damaged(path, key, EOFError(f"{len(data)} of {n} bytes: the array is cut short"))
+    return data
 
 
 @register("tiered-imagenet", "rfs", files=RFS_FILES, how=TIERED_HOW,
@@ -83,12 +118,15 @@ def load_rfs(root: Path, opts: LoadOptions) -> Dict[str, Split]:
         lpath = need_file(root / f"{split}_labels.pkl", "tiered-imagenet", RFS_FILES, TIERED_HOW)
 
         def build(open_writer, ipath=ipath, lpath=lpath):
-            labels = [plain_label(v) for v in read_pickle(lpath)["labels"]]
+            labels = [plain_label(v) for v in load_pickle(lpath, "tiered-imagenet", how=TIERED_HOW)["labels"]]
             order = np.asarray(canonical_order(labels), dtype=np.int64)
             zf, f, shape = _npz_member(ipath, "images")
             with zf, f:
                 if shape[0] != len(labels):
-                    raise ValueError(f"{shape[0]} images but {len(labels)} labels")
+                    raise DataError(f"tiered-imagenet: {ipath} holds {shape[0]} images but {lpath} "
+                                    f"{len(labels)} labels: one of them is damaged or from another "
+                                    f"copy; replace {ipath.name} and {lpath.name} with intact ones "
+                                    f"(re-download them). {TIERED_HOW}")
                 # canonical order = a permutation; files are class-sorted in practice, so runs
                 # of consecutive indices stream straight through.
                 per = int(np.prod(shape[1:]))
@@ -96,16 +134,20 @@ def load_rfs(root: Path, opts: LoadOptions) -> Dict[str, Split]:
                 if np.array_equal(order, np.arange(len(order))):
                     for s in range(0, shape[0], 1024):
                         k = min(1024, shape[0] - s)
-                        chunk = np.frombuffer(f.read(k * per), np.uint8).reshape((k,) + tuple(shape[1:]))
+                        chunk = np.frombuffer(_read_exactly(f, k * per, ipath, "images"),
+                                              np.uint8).reshape((k,) + tuple(shape[1:]))
                         writer.write(chunk.transpose(0, 3, 1, 2))
                 else:
-                    whole = np.frombuffer(f.read(), np.uint8).reshape(shape)
+                    whole = np.frombuffer(_read_exactly(f, int(np.prod(shape)), ipath, "images"),
+                                          np.uint8).reshape(shape)
                     for s in range(0, len(order), 1024):
                         writer.write(whole[order[s:s + 1024]].transpose(0, 3, 1, 2))
             return [labels[i] for i in order]
         try:
             source, labels = cached_arrays(opts.cache_dir, "tiered-imagenet",
                                            cache_key([ipath, lpath], "rfs"), build)
+        except DataError:       # a damaged file, named with the member in it
+            raise
         except _BAD as e:
             raise DataError(f"tiered-imagenet: {ipath.name} / {lpath.name} are not in the RFS format "
                             f"({type(e).__name__}: {e}); expected an npz with 'images' (N,84,84,3 "
