@@ -141,6 +141,7 @@ class TrainConfig:
     save_every: int = 0          # also checkpoint every N optimizer steps (0: epoch ends only)
     validate: bool = True        # nearest-prototype accuracy on validation episodes each epoch
     log_every: int = 10          # metrics are read from the device (a sync) once per this many steps
+    progress_every_s: float = 30.0   # a progress line (train/train.log; stderr without a terminal) this often
     deterministic: bool = False
     channels_last: bool = False  # NHWC activations (faster convolutions on tensor-core GPUs)
     compile: bool = False        # torch.compile the backbone (not for maml/fomaml)

@@ -162,20 +162,16 @@ def build_embedding_method(cfg: Config, backbone: nn.Module, *, gather: bool = F
 
 def _final_checkpoint(path: Any) -> Path:
     """A checkpoint file as is; for a run dir, its last stage (last distillation generation)."""
-    path = expand(path)
-    if path.is_dir():
-        if not (path / "config.yaml").exists():
-            raise CheckpointError(f"{path} is not a run directory (no config.yaml): train that run first")
-        final = final_checkpoints(load_config(path / "config.yaml"))[-1]
-        if not final.exists():
-            raise CheckpointError(f"{path} has not finished training ({final} missing): train that run first")
-        return final
-    return path
+    try:
+        return runs.parent_checkpoints(path)[-1]
+    except runs.RunInputError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def _load_weights(module: nn.Module, path: Path, expect: Optional[Dict[str, Any]] = None) -> None:
+    state = load_checkpoint(path, expect=expect)["model"]      # its own one-line errors
     try:
-        module.load_state_dict(load_checkpoint(path, expect=expect)["model"])
+        module.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path} does not fit this config ({str(e).splitlines()[0][:150]}): "
                               f"delete it or retrain with --restart, or use another run_dir") from None
@@ -226,19 +222,46 @@ def train(cfg: Config, data: Optional[FewShotData] = None, accelerator: Optional
             method.to(accelerator.device)
         return method
     main = accelerator is None or accelerator.is_main_process
+    run_dir = expand(cfg.run_dir)
+    before = _bookkeeping(run_dir)
     with runs.training_lock(cfg.run_dir) if main else contextlib.nullcontext():
-        data = data() if callable(data) else data
-        if not resume and main:
-            runs.reset_train_seconds(cfg.run_dir)
-        t0 = time.time()
         try:
-            with _sigterm_as_interrupt():
-                method = _train(cfg, data, accelerator, resume)
-            broadcast_buffers(method)   # every rank holds exactly the saved model (rank 0's BN statistics)
-            return method
-        finally:
-            if main and expand(cfg.run_dir).is_dir():
-                runs.add_train_seconds(cfg.run_dir, time.time() - t0)
+            data = data() if callable(data) else data
+            if not resume and main:
+                runs.reset_train_seconds(cfg.run_dir)
+            clock = runs.TrainClock(cfg.run_dir) if main else None
+            try:
+                with _sigterm_as_interrupt():
+                    method = _train(cfg, data, accelerator, resume, clock)
+                broadcast_buffers(method)   # every rank holds exactly the saved model (rank 0's BN statistics)
+                return method
+            finally:
+                if main and runs.has_artifacts(run_dir):
+                    clock.stop()
+        except BaseException:
+            if main and not runs.has_artifacts(run_dir):
+                _remove_new_bookkeeping(run_dir, before)
+            raise
+
+
+_BOOKKEEPING = ("config.yaml", runs.SETTINGS_FILE, runs.TIME_FILE, ".train.lock", "train/metrics.jsonl",
+                "train/train.log")
+
+
+def _bookkeeping(run_dir: Path) -> Dict[str, bool]:
+    return {"dir": run_dir.exists(), **{name: (run_dir / name).exists() for name in _BOOKKEEPING}}
+
+
+def _remove_new_bookkeeping(run_dir: Path, before: Dict[str, bool]) -> None:
+    """A call that failed before writing any checkpoint leaves nothing behind: the files it
+    created (config, settings, time, lock, logs) go, and so does the run folder if it made it."""
+    for name in _BOOKKEEPING:
+        if not before[name]:
+            (run_dir / name).unlink(missing_ok=True)
+    if not before["dir"]:
+        for folder in sorted((p for p in run_dir.rglob("*") if p.is_dir()), reverse=True) + [run_dir]:
+            with contextlib.suppress(OSError):
+                folder.rmdir()          # only if empty
 
 
 @contextlib.contextmanager
@@ -266,7 +289,7 @@ def train_seconds(cfg: Config) -> Optional[float]:
 
 
 def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accelerator],
-           resume: bool) -> nn.Module:
+           resume: bool, clock: Optional[runs.TrainClock] = None) -> nn.Module:
     seed_everything(cfg.seed, cfg.train.deterministic)
     acc = accelerator or make_accelerator(cfg)
     data = data or build_fewshot(cfg.data, seed=cfg.seed)
@@ -279,7 +302,7 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
         runs.stamp_run(cfg, run_dir)
     if cfg.method in ("ce", "scl") and cfg.distill.teacher:
         teacher, _ = load_trained(cfg.distill.teacher, data)
-        return _distill(cfg, data, teacher, acc, _validator(cfg, data), resume)
+        return _distill(cfg, data, teacher, acc, _validator(cfg, data), resume, clock)
     final = run_dir / "train" / "final.pt"
     method = build_method(cfg, data, gather=acc.num_processes > 1, init=not (final.exists() and resume))
     meta = {"method": cfg.method, "backbone": cfg.model.name, "num_classes": data.num_classes,
@@ -295,7 +318,7 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
                                    schedule="constant", max_steps=budget)
         epochs = math.ceil(e.meta_iterations / steps)
         trainer = Trainer(method, tcfg, run_dir / "train", epochs=epochs, accelerator=acc, validate=validate,
-                          meta=meta, config=to_dict(cfg), desc=cfg.method)
+                          meta=meta, config=to_dict(cfg), desc=cfg.method, on_checkpoint=clock and clock.tick)
         result = trainer.fit(EpisodeBatches(data.train_tasks, e.meta_batch_size, steps, cfg.data.num_workers), steps,
                              resume=resume)
         if not result.finished and result.steps >= e.meta_iterations:   # budget reached mid-epoch
@@ -314,21 +337,18 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
             total = cfg.train.epochs * per_epoch
             method.total_steps = total   # over the full schedule: train.max_steps only pauses a run
         trainer = Trainer(method, cfg.train, run_dir / "train", epochs=cfg.train.epochs, accelerator=acc,
-                          validate=validate, meta=meta, config=to_dict(cfg), desc=cfg.method)
+                          validate=validate, meta=meta, config=to_dict(cfg), desc=cfg.method,
+                          on_checkpoint=clock and clock.tick)
         if not trainer.fit(batches, batches.steps_per_epoch, resume=resume).finished:
             return method          # stopped early (train.max_steps): never distil an unfinished teacher
     if cfg.method in ("ce", "scl"):
-        method = _distill(cfg, data, method, acc, validate, resume)
+        method = _distill(cfg, data, method, acc, validate, resume, clock)
     return method
 
 
 def final_checkpoints(cfg: Config) -> list:
     """The files whose presence means ``cfg``'s training is complete."""
-    run_dir = expand(cfg.run_dir)
-    files = [] if (cfg.method in ("ce", "scl") and cfg.distill.teacher) else [run_dir / "train" / "final.pt"]
-    if cfg.method in ("ce", "scl"):
-        files += [run_dir / f"distill-{g}" / "final.pt" for g in range(1, cfg.distill.generations + 1)]
-    return files
+    return runs.final_checkpoints(cfg)
 
 
 def is_done(cfg: Config) -> bool:
@@ -348,7 +368,8 @@ def _pretrain_set(cfg: Config, data: FewShotData, two_view: bool):
     return data.pretrain_set(two_view=two_view)
 
 
-def _distill(cfg: Config, data: FewShotData, teacher: SCL, acc: Accelerator, validate, resume: bool) -> nn.Module:
+def _distill(cfg: Config, data: FewShotData, teacher: SCL, acc: Accelerator, validate, resume: bool,
+             clock: Optional[runs.TrainClock] = None) -> nn.Module:
     run_dir, d = expand(cfg.run_dir), cfg.distill
     for g in range(1, d.generations + 1):
         module = Distiller.from_teacher(teacher, d, new_backbone=_backbone_factory(cfg, data))
@@ -365,7 +386,7 @@ def _distill(cfg: Config, data: FewShotData, teacher: SCL, acc: Accelerator, val
                                   cfg.seed + g, cfg.data.num_workers)
             trainer = Trainer(module, tcfg, ckpt_dir, epochs=d.epochs, accelerator=acc, validate=validate,
                               meta=meta, config=to_dict(cfg), desc=f"distill g{g}",
-                              parameters=module.student.parameters())
+                              parameters=module.student.parameters(), on_checkpoint=clock and clock.tick)
             trainer.fit(batches, batches.steps_per_epoch, resume=resume)
         teacher = module.student
     return teacher
@@ -395,6 +416,11 @@ def load_trained(run_dir: Any, data: Any = None, cfg: Optional[Config] = None) -
         if not (run_dir / "config.yaml").exists():
             raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml): train that run first")
         cfg = load_config(run_dir / "config.yaml")
+    missing = [f for f in final_checkpoints(cfg) if not f.exists()]
+    if missing:
+        raise CheckpointError(f"{run_dir} has not finished training ({missing[0]} missing): "
+                              f"resume it with `scl-train {run_dir / 'config.yaml'}` (it continues from its newest "
+                              f"checkpoint), then evaluate")
     if cfg.method in ("ce", "scl") and cfg.distill.teacher:
         method, _ = load_trained(cfg.distill.teacher, data)
     else:

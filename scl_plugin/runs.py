@@ -3,8 +3,12 @@
 A run records, next to its checkpoints, the *weight settings* it was trained with
 (``settings.json``): every config key that changes the trained weights, and nothing that
 only changes evaluation (``eval.*``, test episodes, test data, logging, the run's own path).
-Resuming or reusing a run whose weight settings differ is refused with one line naming the
-keys, so a result is never silently served for settings it was not trained with::
+Next to them it records the run's *inputs*: the content fingerprint of the training images
+(:func:`scl_plugin.data.identity.split_identity`, whatever ``data.root`` they are read from)
+and the content hash of every parent run's final checkpoint (``episodic.init_from``,
+``distill.teacher``). Resuming or reusing a run whose weight settings or inputs differ is
+refused with one line naming the keys or the parent (a suite's ``--restart`` retrains it), so
+a result is never silently served for settings, data or parents it was not trained with::
 
     from scl_plugin.config import load_config
     from scl_plugin.runs import stamp_run
@@ -12,8 +16,9 @@ keys, so a result is never silently served for settings it was not trained with:
     stamp_run(cfg)     # mark a run trained by an older version with these (known) settings
 
 Evaluation caches are keyed by :func:`eval_key`: the whole ``eval`` section, the episode
-shape and seed, the test data, the resolved classifier and the identity (size, mtime) of the
-checkpoint files, so a cache is never served for other settings or retrained weights.
+shape and seed, the test data (its content fingerprint included), the resolved classifier and
+the content hash of the checkpoint files, so a cache is never served for other settings, other
+test images or retrained weights.
 Training time is summed over every call that trained (:func:`add_train_seconds`).
 """
 from __future__ import annotations
@@ -23,14 +28,20 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from .config import EPISODIC_METHODS, Config, ConfigError
 from .utils import RunDirError, atomic_write_json, expand, make_run_dir
 
-__all__ = ["weight_settings", "settings_fingerprint", "stamp_run", "check_run", "has_artifacts",
-           "SettingsMismatch", "RunBusyError", "training_lock", "add_train_seconds", "train_seconds", "eval_key", "checkpoint_identity"]
+
+class RunInputError(ConfigError):
+    """A parent run that is not there (not trained yet, or not a run)."""
+
+__all__ = ["weight_settings", "settings_fingerprint", "input_identity", "stamp_run", "check_run", "has_artifacts",
+           "SettingsMismatch", "RunBusyError", "training_lock", "add_train_seconds", "train_seconds", "eval_key",
+           "checkpoint_identity", "final_checkpoints", "parent_checkpoints", "parents"]
 
 SETTINGS_FILE = "settings.json"
 TIME_FILE = "train_time.json"
@@ -40,7 +51,7 @@ EPISODIC = EPISODIC_METHODS      # every method trained by the episodic loop
 # Validation (val_episodes, episode_seed, train.validate) only picks best.pt, never final.pt.
 _NOT_WEIGHTS = {
     "run_dir", "eval", "data.root", "data.test_dataset", "data.test_root", "data.test_episodes",
-    "data.val_episodes", "data.episode_seed", "data.cache_dir", "data.download", "train.log_every",
+    "data.val_episodes", "data.episode_seed", "data.cache_dir", "data.download", "train.log_every", "train.progress_every_s",
     "train.keep_last", "train.save_every", "train.validate", "episodic.eval_inner_steps",
     "train.max_steps",      # a step budget only pauses a run: final.pt exists once the full schedule ran
 }
@@ -97,8 +108,68 @@ def stamp_run(cfg: Config, run_dir: Any = None) -> Path:
         stamp_run(load_config("configs/scl.yaml", ["run_dir=runs/old"]))
     """
     path = expand(run_dir if run_dir is not None else cfg.run_dir) / SETTINGS_FILE
-    atomic_write_json(path, {"fingerprint": settings_fingerprint(cfg), "settings": weight_settings(cfg)})
+    atomic_write_json(path, {"fingerprint": settings_fingerprint(cfg), "settings": weight_settings(cfg),
+                             "inputs": input_identity(cfg)})
     return path
+
+
+# ----------------------------------------------------------------------------- what a run is computed from
+def final_checkpoints(cfg: Config) -> List[Path]:
+    """The files whose presence means ``cfg``'s training is complete (its last stage last)."""
+    run_dir = expand(cfg.run_dir)
+    flat = cfg.method in ("ce", "scl")
+    files = [] if (flat and cfg.distill.teacher) else [run_dir / "train" / "final.pt"]
+    if flat:
+        files += [run_dir / f"distill-{g}" / "final.pt" for g in range(1, cfg.distill.generations + 1)]
+    return files
+
+
+def parents(cfg: Config) -> Dict[str, str]:
+    """``{config key: path}`` of the runs (or checkpoint files) ``cfg`` starts from."""
+    out = {}
+    if cfg.method in ("ce", "scl"):
+        if cfg.distill.teacher:
+            out["distill.teacher"] = cfg.distill.teacher
+    elif cfg.episodic.init_from:
+        out["episodic.init_from"] = cfg.episodic.init_from
+    return out
+
+
+def parent_checkpoints(source: Any) -> List[Path]:
+    """The final checkpoint files of a parent: a checkpoint file as is, or a run directory's
+    final checkpoints (every stage; the last one holds the weights a child starts from)."""
+    from .config import load_config
+    path = expand(source)
+    if not path.is_dir():
+        if not path.is_file():
+            raise RunInputError(f"{path} does not exist: give a finished run directory or a checkpoint file")
+        return [path]
+    if not (path / "config.yaml").exists():
+        raise RunInputError(f"{path} is not a run directory (no config.yaml): train that run first")
+    files = final_checkpoints(load_config(path / "config.yaml"))
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise RunInputError(f"{path} has not finished training ({missing[0]} missing): train that run first")
+    return files
+
+
+def _digest(files: Sequence[Path]) -> str:
+    from .data.identity import file_digest
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{Path(f).parent.name}/{Path(f).name}:{file_digest(f)};".encode())
+    return h.hexdigest()[:16]
+
+
+def input_identity(cfg: Config) -> Dict[str, str]:
+    """What ``cfg``'s weights are computed from besides its settings: ``{"data": training images'
+    fingerprint, "<parent key>": parent's final checkpoint hash}``. A distilled run's data is
+    its teacher's plus its own (the same split)."""
+    from .data.fewshot import train_identity
+    out = {"data": train_identity(cfg.data)}
+    for key, source in parents(cfg).items():
+        out[key] = _digest(parent_checkpoints(source))
+    return out
 
 
 class SettingsMismatch(ConfigError):
@@ -127,7 +198,8 @@ def check_run(cfg: Config, restart_hint: str = "--restart") -> None:
             f"`python -c \"from scl_plugin.config import load_config; from scl_plugin.runs import stamp_run; "
             f"stamp_run(load_config('<config.yaml>', ['run_dir={run_dir}']))\"`; otherwise use another run_dir "
             f"or {restart_hint} to retrain")
-    have = json.loads(path.read_text()).get("settings", {})
+    record = json.loads(path.read_text())
+    have = record.get("settings", {})
     want = weight_settings(cfg)
     # a key added to the config after the run was trained: fine while it has its default value
     defaults = _flatten(dataclasses.asdict(Config()))
@@ -139,6 +211,28 @@ def check_run(cfg: Config, restart_hint: str = "--restart") -> None:
         raise SettingsMismatch(
             f"{run_dir} was trained with other settings ({shown}{more}): rerun with the settings it was "
             f"trained with, or use another run_dir or {restart_hint} to retrain")
+    _check_inputs(cfg, run_dir, record.get("inputs"), restart_hint)
+
+
+def _check_inputs(cfg: Config, run_dir: Path, have: Optional[Dict[str, str]], restart_hint: str) -> None:
+    if have is None:
+        raise SettingsMismatch(
+            f"{run_dir} has no record of the data and parent runs it was trained from (trained by an older "
+            f"version): if it was trained from exactly these, record them with `python -c \"from "
+            f"scl_plugin.config import load_config; from scl_plugin.runs import stamp_run; "
+            f"stamp_run(load_config('<config.yaml>', ['run_dir={run_dir}']))\"`; otherwise {restart_hint} retrains it")
+    want = input_identity(cfg)
+    if want["data"] != have.get("data"):
+        raise SettingsMismatch(
+            f"{run_dir} was trained on other images than data.root={cfg.data.root} holds now (data "
+            f"fingerprint {have.get('data')} there, {want['data']} now): point data.root at the data it was "
+            f"trained on, or use another run_dir or {restart_hint} to retrain")
+    for key in sorted(set(want) | set(have)):
+        if key != "data" and want.get(key) != have.get(key):
+            source = parents(cfg).get(key, "<none>")
+            raise SettingsMismatch(
+                f"{run_dir} starts from its parent {key}={source}, which was retrained (or replaced) after this "
+                f"run was trained from it: {restart_hint} retrains this run from the new parent")
 
 
 # ----------------------------------------------------------------------------- training time
@@ -183,6 +277,25 @@ def add_train_seconds(run_dir: Any, seconds: float) -> None:
                              "calls": int(old.get("calls", 0)) + 1})
 
 
+class TrainClock:
+    """One call's training time, kept in ``train_time.json`` as it goes: :meth:`tick` (called at
+    every checkpoint) writes the total with this call counted so far, so a call killed without
+    warning (``kill -9``, a lost node) still counts up to its last checkpoint; :meth:`stop`
+    writes the final figure. Main process only."""
+
+    def __init__(self, run_dir: Any):
+        self.path = expand(run_dir) / TIME_FILE
+        old = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.base, self.calls = float(old.get("seconds", 0.0)), int(old.get("calls", 0))
+        self.t0 = time.time()
+
+    def tick(self) -> None:
+        atomic_write_json(self.path, {"seconds": round(self.base + time.time() - self.t0, 1),
+                                      "calls": self.calls + 1})
+
+    stop = tick
+
+
 def reset_train_seconds(run_dir: Any) -> None:
     (expand(run_dir) / TIME_FILE).unlink(missing_ok=True)
 
@@ -195,12 +308,10 @@ def train_seconds(run_dir: Any) -> Optional[float]:
 
 # ----------------------------------------------------------------------------- evaluation caches
 def checkpoint_identity(files: Sequence[Path]) -> List[List[Any]]:
-    """``[name, size, mtime_ns]`` of each checkpoint: changes whenever a method is retrained."""
-    out = []
-    for f in files:
-        st = Path(f).stat()
-        out.append([str(Path(f).parent.name + "/" + Path(f).name), st.st_size, st.st_mtime_ns])
-    return out
+    """``[name, sha256]`` of each checkpoint: changes whenever a method is retrained (and only then:
+    a copied or touched run keeps its caches)."""
+    from .data.identity import file_digest
+    return [[f"{Path(f).parent.name}/{Path(f).name}", file_digest(f)[:16]] for f in files]
 
 
 def eval_key(cfg: Config, *, classifier: str, checkpoints: Sequence[Path], **episode: Any) -> Dict[str, Any]:
@@ -208,10 +319,12 @@ def eval_key(cfg: Config, *, classifier: str, checkpoints: Sequence[Path], **epi
     options are covered automatically), the test data, the episode shape and seed given in
     ``episode`` (ways, shots, queries, episodes, episode_seed...), the resolved classifier and
     the checkpoint files' identity."""
+    from .data.fewshot import test_identity
     d = cfg.data
     return {"eval": dataclasses.asdict(cfg.eval), "classifier": classifier,
             "test_data": {"dataset": d.test_dataset or d.dataset, "root": str(d.test_root or d.root),
-                          "image_size": d.image_size, "cub_split": d.cub_split},
+                          "image_size": d.image_size, "cub_split": d.cub_split,
+                          "identity": test_identity(d) if "challenge" not in episode else None},
             "episode": episode, "eval_inner_steps": cfg.episodic.eval_inner_steps,
             "checkpoints": checkpoint_identity(checkpoints)}
 

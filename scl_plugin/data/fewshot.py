@@ -148,3 +148,22 @@ def build_test_tasks(cfg) -> Any:
     meta = make_meta_dataset(_image_set(test, channels_for(cfg.dataset), size, "none", f"{name} test", stats))
     return make_taskset(meta, cfg.ways, cfg.shots, cfg.queries, cfg.test_episodes, seed=f"test/{cfg.episode_seed}",
                         where=f"{name} test split ({test.where})")
+
+
+def train_identity(cfg) -> str:
+    """Content fingerprint of the training images of ``cfg`` (a DataConfig): what a run's weights
+    are computed from (:func:`scl_plugin.data.identity.split_identity`; cheap on a warm cache)."""
+    from .identity import split_identity
+    splits = load_splits(cfg.dataset, cfg.root, image_size=int(cfg.image_size), cache_dir=cfg.cache_dir,
+                         cub_split=cfg.cub_split, download=cfg.download, format=getattr(cfg, "format", "auto"))
+    return split_identity(splits["train"])
+
+
+def test_identity(cfg) -> str:
+    """Content fingerprint of the test images of ``cfg`` (cross-domain: of ``cfg.test_dataset``)."""
+    from .identity import split_identity
+    name = cfg.test_dataset or cfg.dataset
+    splits = load_splits(name, cfg.test_root or cfg.root if cfg.test_dataset else cfg.root,
+                         image_size=int(cfg.image_size), cache_dir=cfg.cache_dir, cub_split=cfg.cub_split,
+                         download=cfg.download, role="test" if cfg.test_dataset else "main")
+    return split_identity(splits["test"])
