@@ -8,7 +8,11 @@ never consumes random numbers the uninterrupted run would not have consumed).
 Accelerate handles the device, DDP, mixed precision and gradient accumulation; the loop adds
 what long few-shot runs need: per-step and per-epoch atomic checkpoints with RNG states and
 data position (exact resume on CPU), last-K + best-on-validation retention, a NaN guard
-that stops with a debug checkpoint, tqdm progress and JSONL metrics.
+that stops with a debug checkpoint, tqdm progress on a terminal, and everywhere a progress line
+every ``train.progress_every_s`` seconds (step, loss, steps/s, ETA) in ``train.log`` (and on
+stderr when there is no terminal: logs, CI, ``nohup``), and JSONL metrics. The metric windows
+being averaged are part of the checkpoint, so a resumed run logs the same rows, with the same
+numbers, as the uninterrupted one.
 
 GPU path: a step never waits for the device. Metrics are summed on the device and read back
 once per ``train.log_every`` steps (the logged row is the mean over those steps); the
@@ -21,6 +25,7 @@ are opt-in.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,14 +91,64 @@ class _DeviceMeans:
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
         self.count += 1
 
-    def read(self) -> Dict[str, float]:
-        """Means since the last read (one device-to-host copy); resets."""
+    def peek(self) -> Dict[str, float]:
+        """Means since the last read, without resetting (one device-to-host copy)."""
         if not self.sums or self.count == 0:
             return {}
         keys = list(self.sums)
         values = (torch.stack([self.sums[k] for k in keys]) / self.count).tolist()
-        self.sums, self.count = {}, 0
         return dict(zip(keys, values))
+
+    def read(self) -> Dict[str, float]:
+        """Means since the last read (one device-to-host copy); resets."""
+        means = self.peek()
+        self.sums, self.count = {}, 0
+        return means
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"sums": {k: v.detach().cpu().clone() for k, v in self.sums.items()}, "count": self.count}
+
+    def load_state_dict(self, state: Optional[Dict[str, Any]], device: torch.device) -> None:
+        state = state or {"sums": {}, "count": 0}
+        self.sums = {k: v.to(device) for k, v in state["sums"].items()}
+        self.count = int(state["count"])
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class _Progress:
+    """Progress lines for logs: ``train.log`` always, stderr too when it is not a terminal (a
+    tqdm bar only draws on terminals, so a job writing to a file would be silent for hours)."""
+
+    def __init__(self, path: Path, desc: str, total: int, start: int, every_s: float, enabled: bool):
+        self.path, self.desc, self.total, self.start = path, desc, total, start
+        self.every, self.enabled = max(float(every_s), 0.0), enabled
+        self.to_stderr = enabled and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+        self.t0 = self.last = time.time()
+
+    def due(self) -> bool:
+        return self.enabled and time.time() - self.last >= self.every
+
+    def line(self, step: int, epoch: int, epochs: int, means: Dict[str, float], note: str = "") -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        rate = (step - self.start) / max(now - self.t0, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        metrics = "".join(f" {k} {v:.4f}" for k, v in means.items())
+        text = (f"[{self.desc}] step {step}/{self.total} epoch {min(epoch + 1, epochs)}/{epochs}{metrics} | "
+                f"{rate:.2f} steps/s | ETA {_duration(eta) if math.isfinite(eta) else '?'}{note}")
+        self.last = now
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + text + "\n")
+        if self.to_stderr:
+            print(text, file=sys.stderr, flush=True)
 
 
 class _NonFiniteGuard:
@@ -164,7 +219,8 @@ class Trainer:
                  epochs: int, lr: Optional[float] = None, accelerator: Optional[Accelerator] = None,
                  validate: Optional[Callable[[torch.nn.Module], float]] = None,
                  meta: Optional[Dict[str, Any]] = None, config: Optional[Dict[str, Any]] = None,
-                 desc: str = "train", parameters: Optional[Iterable[torch.nn.Parameter]] = None):
+                 desc: str = "train", parameters: Optional[Iterable[torch.nn.Parameter]] = None,
+                 on_checkpoint: Optional[Callable[[], None]] = None):
         self.cfg = cfg
         self.epochs = epochs
         self.ckpt_dir = Path(ckpt_dir)
@@ -185,6 +241,8 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best_score = -math.inf
         self._batches: Any = None
+        self.on_checkpoint = on_checkpoint      # called after every checkpoint written (the run's clock)
+        self._window, self._epoch_means = _DeviceMeans(), _DeviceMeans()
 
     def _compile(self, method: torch.nn.Module) -> None:
         """``torch.compile`` the backbone's ``forward_spatial`` (what every loss and ``forward`` call),
@@ -208,6 +266,7 @@ class Trainer:
             "position": {"epoch": self.epoch, "batch": self.batch_in_epoch, "step": self.step},
             "best_score": self.best_score,
             "batches": self._batches.state_dict() if hasattr(self._batches, "state_dict") else None,
+            "metric_windows": {"log": self._window.state_dict(), "epoch": self._epoch_means.state_dict()},
             "meta": self.meta,
             "config": self.config,
         }
@@ -227,6 +286,9 @@ class Trainer:
         self.best_score = state.get("best_score", -math.inf)
         if state.get("batches") is not None and hasattr(self._batches, "load_state_dict"):
             self._batches.load_state_dict(state["batches"])
+        windows = state.get("metric_windows") or {}
+        self._window.load_state_dict(windows.get("log"), self.accelerator.device)
+        self._epoch_means.load_state_dict(windows.get("epoch"), self.accelerator.device)
         set_rng_state(state["rng"])
 
     def resume(self, path: Optional[Path] = None) -> bool:
@@ -244,7 +306,7 @@ class Trainer:
         is pruned into, resumed from, or mistaken for a finished run later."""
         if self.accelerator.is_main_process and self.ckpt_dir.is_dir():
             for p in [*self.ckpt_dir.glob("step-*.pt"), self.ckpt_dir / "best.pt", self.ckpt_dir / "final.pt",
-                      self.ckpt_dir / "metrics.jsonl"]:
+                      self.ckpt_dir / "metrics.jsonl", self.ckpt_dir / "train.log"]:
                 p.unlink(missing_ok=True)
         self.accelerator.wait_for_everyone()
 
@@ -259,6 +321,8 @@ class Trainer:
         path = save_checkpoint(self.ckpt_dir / name, self.state_dict())
         if name.startswith("step-"):
             prune_checkpoints(self.ckpt_dir, self.cfg.keep_last)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint()
         return path
 
     def _stop_if_nonfinite(self, guard: _NonFiniteGuard) -> None:
@@ -288,10 +352,14 @@ class Trainer:
                    desc=self.desc, dynamic_ncols=True, mininterval=1.0,
                    disable=None if acc.is_local_main_process else True)   # None: off when not a TTY
         self.method.train()
-        guard, window, epoch_means = _NonFiniteGuard(), _DeviceMeans(), _DeviceMeans()
+        guard, window, epoch_means = _NonFiniteGuard(), self._window, self._epoch_means
         non_blocking = acc.device.type == "cuda"
         first_step = self.step
         log_every = max(cfg.log_every, 1)
+        total = self.epochs * steps_per_epoch
+        progress = _Progress(self.ckpt_dir / "train.log", self.desc, total, self.step, cfg.progress_every_s,
+                             acc.is_main_process)
+        progress.line(self.step, self.epoch, self.epochs, {}, note=" (resumed)" if self.step else " (start)")
         while self.epoch < self.epochs and not stopped:
             for batch in batches(self.epoch, self.batch_in_epoch):
                 if self.batch_in_epoch >= steps_per_epoch:
@@ -326,6 +394,10 @@ class Trainer:
                     bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
                     self.logger.log(kind="step", step=self.step, epoch=self.epoch,
                                     lr=self.optimizer.param_groups[0]["lr"], **means)
+                    if progress.due():
+                        progress.line(self.step, self.epoch, self.epochs, means)
+                elif progress.due():
+                    progress.line(self.step, self.epoch, self.epochs, window.peek())
                 if save:
                     last = self._save(f"step-{self.step}.pt")
                 if stopped:
@@ -350,6 +422,8 @@ class Trainer:
             last = self._save(f"step-{self.step}.pt")
         bar.close()
         finished = self.epoch >= self.epochs
+        progress.line(self.step, self.epoch, self.epochs, {},
+                      note=" (finished)" if finished else " (paused: train.max_steps)")
         if finished:
             last = self._save("final.pt")
         best = self.ckpt_dir / "best.pt"
