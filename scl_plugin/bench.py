@@ -12,6 +12,14 @@ the methods (each a config file plus overrides). For every dataset the harness
 3. writes ``results.{md,csv,json}``, ``paired.{md,csv,json}`` (differences against the
    reference method, per-episode, with 95% CIs) and ``results.png`` into ``<run_dir>``.
 
+Results are replaced only by complete results: a suite in which a method failed, that stopped
+at ``--max-methods`` or that was interrupted writes what it has as ``results.partial.*`` (and
+``paired.partial.*``) and leaves the last complete table as it was; ``paired.*`` always belongs
+to the ``results.*`` beside it. Everything about a suite that can be known before training
+(config files and keys, method references, data roots) is checked before the first method
+trains. A method that fails for any reason (a damaged data file, a truncated checkpoint, a bug)
+is listed once and the others run.
+
 Data is built at most once per invocation (memo keyed by the data config) and only when a
 method must be trained or an evaluation is not cached: a fully cached rerun reads no image.
 
@@ -77,7 +85,12 @@ class SuiteConfig:
 
 
 class SuiteFailed(RuntimeError):
-    """Some methods of a suite could not be trained or evaluated (the others were)."""
+    """Some methods of a suite could not be trained or evaluated (the others were); ``rows``
+    holds the results of the others (also written to ``results.partial.*``)."""
+
+    def __init__(self, message: str, rows: Optional[List[Dict[str, Any]]] = None):
+        super().__init__(message)
+        self.rows = rows or []
 
 
 def load_suite(path: Any, overrides: Sequence[str] = ()) -> SuiteConfig:
@@ -98,9 +111,11 @@ def load_suite(path: Any, overrides: Sequence[str] = ()) -> SuiteConfig:
         if len(s) != 2 or min(s) < 1:
             raise ConfigError(f"suite key 'settings': each entry is [ways, shots] >= 1, got {s}")
     for i, m in enumerate(suite.methods):
-        if m.run_of is not None and m.run_of not in names[:i]:
-            raise ConfigError(f"suite {path}: method {m.name!r}: run_of={m.run_of!r} must name an earlier "
-                              f"method of the suite, one of {names[:i]}")
+        for key in ("run_of", "init_from_method"):
+            ref = getattr(m, key)
+            if ref is not None and ref not in names[:i]:
+                raise ConfigError(f"suite {path}: method {m.name!r}: {key}={ref!r} must name an earlier "
+                                  f"method of the suite, one of {names[:i]}")
     if suite.queries < 1:
         raise ConfigError(f"suite key 'queries': must be >= 1, got {suite.queries}")
     if suite.reference is not None and suite.reference not in names:
@@ -114,6 +129,37 @@ def load_suite(path: Any, overrides: Sequence[str] = ()) -> SuiteConfig:
     if every_run:                       # validate now: a typo fails before any training
         load_config(None, every_run)
     return suite
+
+
+def check_suite(suite: SuiteConfig) -> None:
+    """Everything that can be known before training, for every dataset x method: the config file
+    exists and loads with its overrides, and the data roots hold a known layout (and the
+    challenge's ``all_runs.zip`` when asked). Raises one ConfigError / DataError naming the entry."""
+    from .data.registry import check_layout
+    run_root = expand(suite.run_dir)
+    seen = set()
+    for ds in suite.datasets:
+        for spec in suite.methods:
+            where = f"suite {suite._path}: {ds.label or ds.name} / {spec.name}"  # type: ignore[attr-defined]
+            config = suite._path.parent / spec.config  # type: ignore[attr-defined]
+            if not config.is_file():
+                raise ConfigError(f"{where}: config file {config} does not exist")
+            try:
+                cfg = method_config(suite, spec, ds, run_root)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}") from None
+            d = cfg.data
+            roots = [(d.dataset, d.root, getattr(d, "format", "auto"))]
+            if d.test_dataset:
+                roots.append((d.test_dataset, d.test_root or d.root, "auto"))
+            for name, root, fmt in roots:
+                if not d.download and (name, str(root), fmt) not in seen:
+                    seen.add((name, str(root), fmt))
+                    check_layout(name, root, fmt)
+            if suite.challenge and ds.name.startswith("omniglot") and ("challenge", str(d.root)) not in seen:
+                seen.add(("challenge", str(d.root)))
+                from .data.formats.omniglot import find_omniglot_dir
+                find_omniglot_dir(d.root, "all_runs.zip")
 
 
 def method_config(suite: SuiteConfig, spec: MethodSpec, dataset: DatasetSpec, run_root: Path) -> Config:
@@ -175,6 +221,13 @@ def challenge_accuracies(method, cfg: Config) -> np.ndarray:
     return pipeline.evaluate(method, cfg, episodes, n_support, 1, None, progress=False, split=split)
 
 
+def _challenge_digest(cfg: Config) -> str:
+    """Content hash of the challenge's ``all_runs.zip`` (part of its evaluation cache key)."""
+    from .data.formats.omniglot import find_omniglot_dir
+    from .data.identity import file_digest
+    return file_digest(find_omniglot_dir(cfg.data.root, "all_runs.zip") / "all_runs.zip")[:16]
+
+
 def classifier_label(cfg: Config) -> str:
     """The classifier column of the table: the classifier, and the SCL protocol's options."""
     clf = pipeline.classifier_for(cfg)
@@ -210,19 +263,29 @@ def _known_errors():
     return (ConfigError, DataError, CheckpointError, TrainingError, RunDirError)
 
 
+def _describe(e: BaseException) -> str:
+    """One line for a failed method: our errors as they are, anything else with its type."""
+    text = " ".join(str(e).split())
+    return text if isinstance(e, _known_errors()) else f"{type(e).__name__}: {text}"
+
+
 def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print,
               restart: bool = False, per_episode: Optional[Dict[str, Dict[str, np.ndarray]]] = None
               ) -> List[Dict[str, Any]]:
     """Train and evaluate every method of ``suite``; returns the result rows.
 
-    A method that fails (bad checkpoint, settings that differ from its finished run, data
-    problem) does not stop the others: the suite finishes what it can, writes the table,
-    then raises :class:`SuiteFailed` naming each failed method and its fix. ``restart=True``
-    retrains methods whose run was trained with other settings instead of refusing them.
-    ``per_episode`` (a dict) receives the per-episode accuracies, keyed ``"dataset|ways|shots"``
-    then by method name.
+    The suite's files, keys, method references and data roots are checked first
+    (:func:`check_suite`). A method that fails (bad checkpoint, settings that differ from its
+    finished run, a damaged data file, a parent retrained since: see :mod:`scl_plugin.runs`)
+    does not stop the others: the suite finishes what it can, writes the rows it has to
+    ``results.partial.*`` (the last complete ``results.*`` stays), then raises
+    :class:`SuiteFailed` naming each failed method once, with its fix. ``restart=True``
+    retrains methods whose run was trained with other settings or inputs instead of refusing
+    them. ``per_episode`` (a dict) receives the per-episode accuracies, keyed
+    ``"dataset|ways|shots"`` then by method name.
     """
     run_root = expand(suite.run_dir)
+    check_suite(suite)
     acc = pipeline.make_accelerator(load_config(None))
     if not acc.is_main_process:          # one log, from the main process
         log = lambda *args, **kwargs: None  # noqa: E731
@@ -231,54 +294,81 @@ def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print,
     failed: Dict[str, str] = {}
     memo = _Memo()
     trained = 0
-    for ds in suite.datasets:
-        for spec in suite.methods:
-            label = ds.label or ds.name
-            where = f"{label} / {spec.name}"
-            source_name = spec.run_of or spec.init_from_method
-            if source_name and f"{label} / {source_name}" in failed:
-                failed[where] = f"skipped: it starts from {source_name}, which failed"
-                log(f"[suite] {where}: {failed[where]}")
-                continue
-            try:
-                cfg = method_config(suite, spec, ds, run_root)
-                if spec.run_of:          # no training of its own: score an earlier method's run
-                    source = training_config(dataclasses.replace(
-                        cfg, run_dir=str(run_root / ds.name / spec.run_of)))
-                    log(f"[suite] {where}: evaluating the run of {spec.run_of}")
-                    method, _ = pipeline.load_trained(source.run_dir, data=lambda: memo.fewshot(source))
-                    rows += _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log,
-                                             source=source)
+    complete = False
+    try:
+        for ds in suite.datasets:
+            for spec in suite.methods:
+                label = ds.label or ds.name
+                where = f"{label} / {spec.name}"
+                source_name = spec.run_of or spec.init_from_method
+                if source_name and f"{label} / {source_name}" in failed:
+                    failed[where] = f"skipped: it starts from {source_name}, which failed"
+                    log(f"[suite] {where}: {failed[where]}")
                     continue
-                tcfg = training_config(cfg)
-                resume = True
-                if restart:
-                    try:
-                        runs.check_run(tcfg)
-                    except runs.SettingsMismatch:
-                        resume = False
-                done = resume and pipeline.is_done(tcfg)
-                if not done and max_methods is not None and trained >= max_methods:
-                    log(f"[suite] stopping before {spec.name}: budget of {max_methods} trained method(s) reached")
-                    return rows
-                if resume:
-                    runs.check_run(tcfg, restart_hint="scl-bench --restart")
-                log(f"[suite] {where}: " + ("reusing finished checkpoint" if done else "training"))
-                method = pipeline.train(tcfg, data=lambda: memo.fewshot(tcfg), accelerator=acc, resume=resume)
-                trained += 0 if done else 1
-                rows += _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log)
-            except _known_errors() as e:
-                failed[where] = str(e)
-                log(f"[suite] {where}: FAILED: {e}")
-    if acc.is_main_process and rows:
-        write_results(rows, run_root, name="results")
-        plot_results(rows, run_root / "results.png")
-        if suite.reference:
-            _write_paired(suite, per_episode, run_root)
+                try:
+                    cfg = method_config(suite, spec, ds, run_root)
+                    if spec.run_of:          # no training of its own: score an earlier method's run
+                        source = training_config(dataclasses.replace(
+                            cfg, run_dir=str(run_root / ds.name / spec.run_of)))
+                        log(f"[suite] {where}: evaluating the run of {spec.run_of}")
+                        method, _ = pipeline.load_trained(source.run_dir, data=lambda: memo.fewshot(source))
+                        rows += _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log,
+                                                 source=source)
+                        continue
+                    tcfg = training_config(cfg)
+                    resume = True
+                    if restart:
+                        try:
+                            runs.check_run(tcfg)
+                        except runs.SettingsMismatch as e:
+                            log(f"[suite] {where}: retraining (--restart): {e}")
+                            resume = False
+                    done = resume and pipeline.is_done(tcfg)
+                    if not done and max_methods is not None and trained >= max_methods:
+                        log(f"[suite] stopping before {spec.name}: budget of {max_methods} trained method(s) reached")
+                        return rows
+                    if resume:
+                        runs.check_run(tcfg, restart_hint="scl-bench --restart")
+                    log(f"[suite] {where}: " + ("reusing finished checkpoint" if done else "training"))
+                    method = pipeline.train(tcfg, data=lambda: memo.fewshot(tcfg), accelerator=acc, resume=resume)
+                    trained += 0 if done else 1
+                    rows += _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log)
+                except Exception as e:       # one failing method never takes the suite down
+                    failed[where] = _describe(e)
+                    log(f"[suite] {where}: FAILED: {failed[where]}")
+        complete = not failed
+    finally:
+        if acc.is_main_process:
+            _write_tables(suite, rows, per_episode, run_root, complete, log)
     if failed:
         raise SuiteFailed(f"{len(failed)} of {len(suite.datasets) * len(suite.methods)} runs failed (the others "
-                          f"are in {run_root}/results.md): " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+                          f"are in {run_root}/results.partial.md): "
+                          + "; ".join(f"{k}: {v}" for k, v in failed.items()), rows)
     return rows
+
+
+_TABLE_FILES = ("{}.md", "{}.csv", "{}.json")
+
+
+def _write_tables(suite: SuiteConfig, rows, per_episode, run_root: Path, complete: bool, log) -> None:
+    """Complete results replace ``results.*`` (and ``paired.*``, and drop any stale partial
+    table); anything less goes to ``results.partial.*``, leaving the last complete table alone."""
+    if not rows and not complete:
+        return
+    suffix = "" if complete else ".partial"
+    names = {"results": f"results{suffix}", "paired": f"paired{suffix}"}
+    run_root.mkdir(parents=True, exist_ok=True)
+    write_results(rows, run_root, name=names["results"])
+    plot_results(rows, run_root / f"{names['results']}.png")
+    paired = _write_paired(suite, per_episode, run_root, names["paired"]) if suite.reference else False
+    stale = [] if paired else [f.format(names["paired"]) for f in _TABLE_FILES]
+    if complete:
+        stale += [f.format(n) for f in _TABLE_FILES + ("{}.png",) for n in ("results.partial", "paired.partial")]
+    for name in stale:
+        (run_root / name).unlink(missing_ok=True)
+    if not complete:
+        log(f"[suite] incomplete: {len(rows)} rows written to {run_root}/results.partial.md; "
+            f"the last complete table (results.md) is unchanged")
 
 
 def _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log,
@@ -309,7 +399,8 @@ def _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log,
                      "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": train_s, "classifier": shown})
         log(f"[suite]   {ways}-way {shots}-shot: {100 * mean:.2f} +- {100 * ci:.2f}")
     if suite.challenge and ds.name.startswith("omniglot"):
-        key = runs.eval_key(cfg, classifier=clf, checkpoints=checkpoints, challenge="lake-20-runs")
+        key = runs.eval_key(cfg, classifier=clf, checkpoints=checkpoints, challenge="lake-20-runs",
+                            challenge_data=_challenge_digest(cfg))
         cache = folder / f"challenge-{runs.key_hash(key)}.json"
         accs = _read_cache(cache, key)
         if accs is None:
@@ -325,16 +416,17 @@ def _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log,
     return rows
 
 
-def _write_paired(suite, per_episode, run_root) -> None:
+def _write_paired(suite, per_episode, run_root, name: str = "paired") -> bool:
     paired = []
     for key, by_method in per_episode.items():
         dataset, ways, shots = key.split("|")
         ref = by_method.get(suite.reference)
-        for name, accs in by_method.items():
-            if ref is None or name == suite.reference:
+        for method, accs in by_method.items():
+            if ref is None or method == suite.reference:
                 continue
             diff, ci = paired_difference(accs, ref)
-            paired.append({"method": f"{name} - {suite.reference}", "dataset": dataset, "ways": int(ways),
+            paired.append({"method": f"{method} - {suite.reference}", "dataset": dataset, "ways": int(ways),
                            "shots": int(shots), "episodes": len(accs), "acc": diff, "ci95": ci})
     if paired:
-        write_results(paired, run_root, name="paired")
+        write_results(paired, run_root, name=name)
+    return bool(paired)

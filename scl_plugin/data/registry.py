@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional
 from . import DataError
 from .base import Split
 
-__all__ = ["register", "formats_for", "load_splits", "LoadOptions", "Format", "clear_cache"]
+__all__ = ["register", "formats_for", "load_splits", "check_layout", "LoadOptions", "Format", "clear_cache"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,23 @@ def _pick(dataset: str, root: Path, fmt: str) -> Format:
                         f"expected one of {expected}. {fmts[0].how}")
     raise DataError(f"{dataset}: no known layout in {root}; expected one of {expected} "
                     f"(or set data.format). {fmts[0].how}")
+
+
+def check_layout(name: str, root, format: str = "auto") -> Format:
+    """The layout :func:`load_splits` would read from ``root``, without reading it: one
+    DataError naming the expected files when there is none (a suite checks every root first)."""
+    root = Path(os.path.expanduser(str(root))) if root is not None else Path(".")
+    f = _pick(name, root, format)
+    needs_files = "none" not in f.files
+    if needs_files and not root.exists():
+        raise DataError(f"{name}: data root {root} does not exist; expected {f.files}. {f.how}")
+    try:
+        found = f.detect(root)
+    except OSError:
+        found = False
+    if needs_files and not found:
+        raise DataError(f"{name}: no {f.name} layout in {root}; expected {f.files}. {f.how}")
+    return f
 
 
 def load_splits(name: str, root, *, image_size: int, cache_dir=None, cub_split: str = "closerlook",
