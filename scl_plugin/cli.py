@@ -25,12 +25,17 @@ def _bad_input():
     """Errors that are the user's input (config, data, paths, permissions): exit code 2."""
     from .config import ConfigError
     from .data import DataError
+    from .training.checkpoint import UnsafeCheckpointError
     from .utils import RunDirError
-    return (ConfigError, DataError, RunDirError, PermissionError, FileNotFoundError, IsADirectoryError,
-            NotADirectoryError)
+    return (ConfigError, DataError, RunDirError, UnsafeCheckpointError, PermissionError, FileNotFoundError,
+            IsADirectoryError, NotADirectoryError)
 
 
 def _one_line(e: BaseException) -> str:
+    text = str(e)
+    if "Original Traceback" in text:        # re-raised from a DataLoader worker: keep the worker's own line
+        last = [l.strip() for l in text.splitlines() if l.strip()][-1]
+        return last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith("Error") else last
     if isinstance(e, OSError) and e.filename is not None and not str(e).startswith("cannot"):
         return f"cannot use {e.filename}: {e.strerror or e}; check the path and its permissions"
     return " ".join(str(e).split("\n")).strip()
@@ -49,10 +54,37 @@ def _run(fn: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> 
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Says in one line which input is missing instead of argparse's 'required: ..., key=value'."""
+    missing = ""
+
+    def error(self, message: str):
+        if self.missing and message.startswith("the following arguments are required"):
+            self.exit(EXIT_CONFIG, f"error: {self.missing}\n")
+        super().error(message)
+
+
+EPILOGS = {
+    "scl-train": "Overrides use dotted config keys, e.g. train.epochs=5 data.shots=5 model.name=resnet12 "
+                 "(every key: add --print-config). See configs/ and scl_plugin/config.py.",
+    "scl-eval": "Overrides on a run: eval.* and data.* test-episode settings only, e.g. "
+                "eval.classifier=proto_cosine data.shots=5 data.test_episodes=1000 (the weights keep "
+                "the settings they were trained with; train another run to change those). With "
+                "--weights, RUN_DIR is a config YAML and overrides are any of its keys, e.g. "
+                "data.root=~/data/mini-imagenet eval.protocol=scl.",
+    "scl-bench": "Overrides naming a suite key change the suite, e.g. test_episodes=100 queries=15; any "
+                 "other key applies to every run of the suite, e.g. data.root=~/data/mini-imagenet "
+                 "train.epochs=2. See configs/suites/.",
+}
+MISSING = {"config": "give a config file, e.g. scl-train configs/scl.yaml [key=value ...]",
+           "run_dir": "give a run directory written by scl-train, e.g. scl-eval runs/scl [key=value ...] "
+                      "(or a config with --weights FILE)",
+           "suite": "give a suite file, e.g. scl-bench configs/suites/default.yaml [key=value ...]"}
+
+
 def _parser(prog: str, description: str, target: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                epilog="Overrides use dotted keys, e.g. train.epochs=5 data.shots=5 "
-                                       "model.name=resnet12. See configs/ and scl_plugin/config.py.")
+    p = _Parser(prog=prog, description=description, epilog=EPILOGS[prog])
+    p.missing = MISSING[target]
     helps = {"config": "YAML config file (see configs/)", "run_dir": "a run directory written by scl-train",
              "suite": "suite YAML (see configs/suites/)"}
     p.add_argument(target, help=helps[target])
@@ -69,8 +101,13 @@ def _train(args: argparse.Namespace) -> None:
         from .config import to_yaml
         print(to_yaml(cfg), end="")
         return
-    pipeline.train(cfg, resume=not (args.no_resume or args.restart))
-    print(f"trained {cfg.method}: checkpoints in {cfg.run_dir}")
+    resume = not (args.no_resume or args.restart)
+    reused = resume and pipeline.is_done(cfg)        # finished before this call: train only loads it
+    pipeline.train(cfg, resume=resume)
+    if reused:
+        print(f"{cfg.method}: finished run reused from {cfg.run_dir} (nothing trained; --restart retrains)")
+    else:
+        print(f"trained {cfg.method}: checkpoints in {cfg.run_dir}")
 
 
 def train_main(argv: Optional[List[str]] = None) -> int:
@@ -118,6 +155,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _method_from_weights(args: argparse.Namespace):
     """``--weights FILE --format rfs CONFIG``: the config's method with an RFS / SCL ResNet-12."""
+    from pathlib import Path
     from types import SimpleNamespace
     from . import pipeline
     from .backbones.rfs import RFSCheckpointError, load_rfs_weights, read_rfs_checkpoint, rfs_to_ours
@@ -136,9 +174,10 @@ def _method_from_weights(args: argparse.Namespace):
                                 channels=channels_for(cfg.data.dataset), image_size=cfg.data.image_size)
         method = pipeline.build_method(cfg, shape, init=False)
         load_rfs_weights(method.backbone.model, args.weights)
-    except RFSCheckpointError as e:
-        from .training import CheckpointError
-        raise CheckpointError(str(e)) from None
+    except RFSCheckpointError as e:     # the file given is the user's input: exit code 2, naming it
+        msg = str(e)
+        raise ConfigError(msg if str(Path(args.weights).expanduser()) in msg
+                          else f"--weights {args.weights}: {msg}") from None
     return method, cfg
 
 
@@ -158,13 +197,24 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
 def _bench(args: argparse.Namespace) -> None:
     from .bench import load_suite, run_suite
     from .evaluation import format_table
-    suite = load_suite(args.suite, args.overrides)
-    rows = run_suite(suite, max_methods=args.max_methods, restart=args.restart)
     from accelerate import PartialState
+    from .bench import SuiteFailed
+    suite = load_suite(args.suite, args.overrides)
+    try:
+        rows = run_suite(suite, max_methods=args.max_methods, restart=args.restart)
+    except SuiteFailed as e:             # the table of what did run, then the one-line error
+        if e.rows and PartialState().is_main_process:
+            print()
+            print(format_table(e.rows))
+            print(f"\npartial results: {suite.run_dir}/results.partial.md (.csv, .json, .png); "
+                  f"the last complete table is {suite.run_dir}/results.md")
+        raise
     if rows and PartialState().is_main_process:
         print()
         print(format_table(rows))
-        print(f"\nresults: {suite.run_dir}/results.md (.csv, .json, .png)")
+        from .utils import expand
+        partial = (expand(suite.run_dir) / "results.partial.md").exists()   # stopped at --max-methods
+        print(f"\nresults: {suite.run_dir}/results{'.partial' if partial else ''}.md (.csv, .json, .png)")
 
 
 def bench_main(argv: Optional[List[str]] = None) -> int:

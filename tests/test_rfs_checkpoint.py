@@ -120,5 +120,5 @@ def test_scl_eval_weights_rfs_end_to_end(tmp_path, capsys, monkeypatch):
                       str(CONFIGS / "ce.yaml")] + over) == 0
     out = capsys.readouterr().out
     assert f"{want:.2f}" in out
-    assert eval_main(["--weights", str(tmp_path / "nope.pth"), str(CONFIGS / "ce.yaml")] + over) == 1
+    assert eval_main(["--weights", str(tmp_path / "nope.pth"), str(CONFIGS / "ce.yaml")] + over) == 2
     assert "error: checkpoint not found" in capsys.readouterr().err

@@ -108,14 +108,32 @@ def read_rfs_checkpoint(path) -> Dict[str, torch.Tensor]:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError names the refused global; others = damaged file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RFSCheckpointError(f"{path} cannot be loaded safely ({type(e).__name__}: {first[:300]}); "
-                                 "only tensors, containers and argparse.Namespace are allowed") from None
+        raise RFSCheckpointError(_refusal(path, e)) from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
         raise RFSCheckpointError(f"{path} holds no state dict (expected {{'model': state_dict, ...}})")
     return obj
+
+
+_GLOBAL = re.compile(r"GLOBAL (\S+?)(?: was not an allowed global| whose module)")
+
+
+def _refusal(path: Path, e: Exception) -> str:
+    """One line for a file ``torch.load(weights_only=True)`` refused: the global it would call, or
+    torch's cause without its advice to turn the check off."""
+    allowed = "only tensors, containers and argparse.Namespace are allowed"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    m = _GLOBAL.search(text)
+    if m:                   # torch writes builtins without their module (``exec``)
+        name = m.group(1) if "." in m.group(1) else f"builtins.{m.group(1)}"
+        return (f"{path} cannot be loaded safely and is refused: it pickles {name}, so loading it would "
+                f"run code; {allowed}")
+    cause = [ln.strip() for ln in text.replace("Weights only load failed.", "\n").splitlines()
+             if ln.strip() and "weights_only" not in ln and "trust" not in ln
+             and not ln.strip().startswith("Check the documentation")]
+    cause = f"{type(e).__name__}: {cause[0][:300]}" if cause else type(e).__name__
+    return f"{path} cannot be loaded safely ({cause}; damaged or not a PyTorch file?); {allowed}"
 
 
 def load_rfs_weights(model: nn.Module, path, strict_head: bool = False) -> None:
