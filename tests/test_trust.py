@@ -141,8 +141,14 @@ def test_suite_caches_are_keyed_by_everything_that_changes_a_number(tmp_path, mo
         assert evals.n == before + 2, override                 # recomputed for both methods, never served stale
     assert tests.n == 4 and fewshot.n == 0                      # each test split built once per invocation
     assert (ce / "train" / "final.pt").stat().st_mtime_ns == stamp   # evaluation settings never retrain
-    os.utime(ce / "train" / "final.pt", ns=(stamp + 10**9, stamp + 10**9))   # "retrained"
+    os.utime(ce / "train" / "final.pt", ns=(stamp + 10**9, stamp + 10**9))   # touched, same weights
     before = evals.n
+    run_suite(load_suite(path))
+    assert evals.n == before                                    # caches follow content, not file dates
+    state = torch.load(ce / "train" / "final.pt", weights_only=True)     # "retrained": other weights
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = state["model"][name] + 1e-3
+    torch.save(state, ce / "train" / "final.pt")
     run_suite(load_suite(path))
     assert evals.n == before + 1                                # only ce's cache is invalid
 
@@ -165,8 +171,11 @@ def test_suite_refuses_changed_training_settings_and_finishes_the_other_methods(
     assert bench_main([str(path), "train.epochs=2"]) == 1
     err = one_line_error(capsys)
     assert "syn->syn / ce:" in err and "truncated or corrupt" in err and "--restart" in err
+    # the last complete table stays; what this run has is the partial table, paired likewise
     table = json.loads((tmp_path / "suite" / "results.json").read_text())
-    assert [r["method"] for r in table] == ["ce_seed1"]
+    assert [r["method"] for r in table] == ["ce", "ce_seed1"]
+    partial = json.loads((tmp_path / "suite" / "results.partial.json").read_text())
+    assert [r["method"] for r in partial] == ["ce_seed1"]
 
 
 def test_suite_override_precedence(tmp_path):
