@@ -186,7 +186,16 @@ def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", label.replace("->", "-to-")).strip("-") or "test"
 
 
-def _read_cache(cache: Path, key: Dict[str, Any]) -> Optional[np.ndarray]:
+def _read_cache(cache: Path, key: Dict[str, Any], acc=None) -> Optional[np.ndarray]:
+    """The cached accuracies for ``key`` (None: compute them). Under several processes rank 0
+    reads and every rank gets its answer, so all take the same branch (a rank reading a cache
+    that rank 0 is writing, or a node that does not see rank 0's files, would otherwise skip an
+    evaluation the others wait in)."""
+    if acc is not None and acc.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+        found = _read_cache(cache, key) if acc.is_main_process else None
+        found = broadcast_object_list([None if found is None else found.tolist()])[0]
+        return None if found is None else np.asarray(found)
     if not cache.exists():
         return None
     stored = json.loads(cache.read_text())
@@ -332,6 +341,7 @@ def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print,
                     log(f"[suite] {where}: " + ("reusing finished checkpoint" if done else "training"))
                     method = pipeline.train(tcfg, data=lambda: memo.fewshot(tcfg), accelerator=acc, resume=resume)
                     trained += 0 if done else 1
+                    acc.wait_for_everyone()      # every checkpoint rank 0 wrote is complete before any rank reads it
                     rows += _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log)
                 except Exception as e:       # one failing method never takes the suite down
                     failed[where] = _describe(e)
@@ -388,7 +398,7 @@ def _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log,
         key = runs.eval_key(cfg, classifier=clf, checkpoints=checkpoints, ways=ways, shots=shots,
                             queries=suite.queries, episodes=suite.test_episodes, episode_seed=suite.episode_seed)
         cache = folder / f"{ways}w{shots}s-{suite.test_episodes}ep-seed{suite.episode_seed}-{runs.key_hash(key)}.json"
-        accs = _read_cache(cache, key)
+        accs = _read_cache(cache, key, acc)
         if accs is None:
             accs = _evaluate(method, cfg, memo.test_tasks(test_cfg), ways, shots, suite.queries, acc)
             if acc.is_main_process:
@@ -402,7 +412,7 @@ def _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log,
         key = runs.eval_key(cfg, classifier=clf, checkpoints=checkpoints, challenge="lake-20-runs",
                             challenge_data=_challenge_digest(cfg))
         cache = folder / f"challenge-{runs.key_hash(key)}.json"
-        accs = _read_cache(cache, key)
+        accs = _read_cache(cache, key, acc)
         if accs is None:
             accs = challenge_accuracies(method, cfg)
             if acc.is_main_process:

@@ -40,6 +40,9 @@ class Distiller(nn.Module):
         student = distiller.student                       # an SCL: student.adapt(xs, ys)
     """
 
+    # DDP: the student's projection head and attention are kept for a later stage but unused here
+    find_unused_parameters = True
+
     def __init__(self, teacher: SCL, student: SCL, cfg: DistillConfig):
         super().__init__()
         self.student = student

@@ -80,6 +80,12 @@ class SCL(nn.Module):
         # self-supervised ids must be unique across processes when features are gathered
         return make_keys(y, mode, n_views=2, offset=rank() * y.numel())
 
+    @property
+    def find_unused_parameters(self) -> bool:
+        """DDP: the projection head is kept but unused without the GC term (and the classifier
+        without CE), so data-parallel training must look for unused parameters."""
+        return self.cfg.lambda_global <= 0 or self.cfg.lambda_ce <= 0
+
     def loss(self, batch: Any) -> Tuple[torch.Tensor, Dict[str, float]]:
         x, y = batch
         two = isinstance(x, (list, tuple))

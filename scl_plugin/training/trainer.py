@@ -45,11 +45,18 @@ BatchSource = Callable[[int, int], Iterable[Any]]
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    # find_unused_parameters: a method may own modules its current loss does not use (the GC
-    # head of a CE-only run is kept for distillation; a student's attention module); DDP
-    # would otherwise fail on the second step.
+    # find_unused_parameters is set per method when it is prepared (Trainer): only a method that
+    # declares it owns parameters its loss does not use pays DDP's extra graph traversal.
     return Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+
+
+def find_unused_parameters(method: torch.nn.Module) -> bool:
+    """Whether ``method`` declares parameters its loss leaves unused (its class attribute or
+    property ``find_unused_parameters``, default False): e.g. the GC head of a CE-only SCL run,
+    kept for distillation. DDP then needs ``find_unused_parameters=True`` or it fails on the
+    second step; every other method skips that extra traversal of the autograd graph."""
+    return bool(getattr(method, "find_unused_parameters", False))
 
 
 class _LossForward(torch.nn.Module):
@@ -236,6 +243,9 @@ class Trainer:
             method.to(memory_format=torch.channels_last)
         if cfg.compile:
             self._compile(method)
+        if self.accelerator.ddp_handler is None:
+            self.accelerator.ddp_handler = DistributedDataParallelKwargs()
+        self.accelerator.ddp_handler.find_unused_parameters = find_unused_parameters(method)
         self.model, self.optimizer = self.accelerator.prepare(_LossForward(method), optimizer)
         self.logger = JSONLLogger(self.ckpt_dir / "metrics.jsonl", enabled=self.accelerator.is_main_process)
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
@@ -315,14 +325,18 @@ class Trainer:
         return self._save("final.pt")
 
     def _save(self, name: str) -> Optional[Path]:
-        self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
-            return None
-        path = save_checkpoint(self.ckpt_dir / name, self.state_dict())
-        if name.startswith("step-"):
-            prune_checkpoints(self.ckpt_dir, self.cfg.keep_last)
-        if self.on_checkpoint is not None:
-            self.on_checkpoint()
+        """Rank 0 writes (atomically); every rank waits before and *after* the write, so no
+        process reads a checkpoint (final.pt, best.pt, a parent's weights) before it is complete."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        path = None
+        if acc.is_main_process:
+            path = save_checkpoint(self.ckpt_dir / name, self.state_dict())
+            if name.startswith("step-"):
+                prune_checkpoints(self.ckpt_dir, self.cfg.keep_last)
+            if self.on_checkpoint is not None:
+                self.on_checkpoint()
+        acc.wait_for_everyone()
         return path
 
     def _stop_if_nonfinite(self, guard: _NonFiniteGuard) -> None:
