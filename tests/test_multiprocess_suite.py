@@ -143,16 +143,43 @@ def test_two_nodes_on_one_machine_give_the_one_node_table(tmp_path):
     assert table(tmp_path / "node2") == table(tmp_path / "node1")
 
 
-@pytest.mark.parametrize("method,config,expected", [
-    ("ce", "ce.yaml", True), ("scl", "ablations/ce_gc_sc.yaml", False), ("protonet", "protonet.yaml", False),
-    ("simclr", "simclr.yaml", False), ("fomaml", "fomaml.yaml", False)])
-def test_only_methods_that_declare_it_find_unused_parameters(method, config, expected, tmp_path):
-    """The declared setting is what DDP gets; training with it under 2 processes is the tests above."""
+METHOD_CONFIGS = sorted(p for p in [*CONFIGS.glob("*.yaml"), *CONFIGS.glob("ablations/*.yaml")]
+                        if p.name != "base.yaml")
+
+
+@pytest.mark.parametrize("config", METHOD_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_find_unused_parameters_is_declared_exactly_when_needed(config, tmp_path):
+    """Every shipped method config: after one loss + backward, some trainable parameter has no
+    gradient (DDP fails on the second step without find_unused_parameters) iff the method
+    declares find_unused_parameters; the distillation stage likewise. The 2-process suites above
+    train one method of each kind under DDP with its declared setting."""
     from scl_plugin import pipeline
+    from scl_plugin.algorithms import Distiller
     from scl_plugin.config import load_config
     from scl_plugin.data import build_fewshot
+    from scl_plugin.training import EpisodeBatches, FlatBatches, PKBatches
     from scl_plugin.training.trainer import find_unused_parameters
-    cfg = load_config(CONFIGS / config, [o.format(cache=tmp_path / "c") for o in TINY] +
-                      ["data.dataset=synthetic", "data.queries=5", f"run_dir={tmp_path / 'r'}"])
-    built = pipeline.build_method(cfg, build_fewshot(cfg.data, seed=0), init=False)
-    assert find_unused_parameters(built) is expected
+    over = [o.format(cache=tmp_path / "c") for o in TINY] + [
+        "data.dataset=synthetic", "data.queries=5", f"run_dir={tmp_path / 'r'}", "distill.teacher=null"]
+    cfg = load_config(config, over)
+    if cfg.method in pipeline.NEEDS_INIT:
+        cfg = load_config(config, over + [f"episodic.init_from={tmp_path / 'unused'}"])
+    data = build_fewshot(cfg.data, seed=0)
+    method = pipeline.build_method(cfg, data, init=False)
+    if cfg.method in pipeline.EPISODIC:
+        batches = EpisodeBatches(data.train_tasks, 2, 1, 0)
+    elif getattr(method, "pk_batches", False):
+        batches = PKBatches(data.pretrain_set(), cfg.embed.pk_classes, cfg.embed.pk_images, 0, 0)
+    else:
+        batches = FlatBatches(pipeline._pretrain_set(cfg, data, method.needs_two_views), 32, 0, 0)
+    def check(module, batch):
+        module.train()
+        loss, _ = module.loss(batch)
+        loss.backward()
+        unused = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
+        assert find_unused_parameters(module) == bool(unused), (type(module).__name__, unused)
+    check(method, next(iter(batches(0, 0))))
+    if cfg.method in ("ce", "scl"):           # its distillation stage (the teacher is frozen from here)
+        student = Distiller.from_teacher(method, cfg.distill, new_backbone=pipeline._backbone_factory(cfg, data))
+        two = method.needs_two_views and cfg.distill.double_transform
+        check(student, next(iter(FlatBatches(pipeline._pretrain_set(cfg, data, two), 32, 0, 0)(0, 0))))
