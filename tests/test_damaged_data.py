@@ -19,7 +19,7 @@ from scl_plugin.data import DataError, load_omniglot_challenge, load_splits
 from scl_plugin.data.registry import clear_cache
 
 from test_data import _make_omniglot_zips, _png
-from test_data_formats import _mini_data, _py2_pickle, _write_mini_rfs
+from test_data_formats import _mini_data, _py2_pickle, _write_mini_l2l, _write_mini_rfs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = ["data.image_size=16", "data.augment=none", "data.batch_size=32", "data.val_episodes=3",
@@ -304,16 +304,9 @@ def test_rfs_pickle_with_wrong_data_shape_or_dtype(tmp_path):
 
 def test_learn2learn_pickles_truncated_or_wrong_shape(tmp_path):
     root = tmp_path / "l2l"
-    root.mkdir()
     data = _mini_data(per_class=2)
-    for split, mode in (("train", "train"), ("val", "validation"), ("test", "test")):
-        imgs, names = data[split]
-        class_dict = {}
-        for i, n in enumerate(names):
-            class_dict.setdefault(n, []).append(i)
-        with open(root / f"mini-imagenet-cache-{mode}.pkl", "wb") as f:
-            pickle.dump({"image_data": imgs if split != "test" else imgs[..., 0],
-                         "class_dict": class_dict}, f)
+    imgs, names = data["test"]
+    _write_mini_l2l(root, dict(data, test=(imgs[..., 0], names)))      # test images lose their channels
     with pytest.raises(DataError) as e:
         load_splits("mini-imagenet", root, image_size=84, cache_dir=str(tmp_path / "c"))
     _damaged(e, root / "mini-imagenet-cache-test.pkl", "'image_data'")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_bench import CONFIGS, TINY
+from test_bench import ALL_METHODS, CONFIGS, TINY
 
 # Imported at start-up by every Python process that has it on PYTHONPATH (launchers and ranks):
 # rank 0's checkpoint writes take a while, as on a slow shared disk.
@@ -30,17 +30,9 @@ if os.environ.get("SCL_TEST_SAVE_DELAY"):
     _t.save_checkpoint = _slow
 '''
 
-KINDS = [
-    {"name": "ce", "config": str(CONFIGS / "ce.yaml")},                                  # flat, unused GC head
-    {"name": "simclr", "config": str(CONFIGS / "simclr.yaml")},                          # two views, gathered
-    {"name": "protonet", "config": str(CONFIGS / "protonet.yaml"), "overrides": ["data.queries=5"]},
-    {"name": "maml", "config": str(CONFIGS / "fomaml.yaml"), "overrides": ["data.queries=5"]},
-    {"name": "scl", "config": str(CONFIGS / "ablations/ce_gc_sc.yaml")},
-    {"name": "scl_distill", "config": str(CONFIGS / "scl_distill.yaml"), "init_from_method": "scl",
-     "overrides": ["loss.lambda_global=1.0"]},
-    {"name": "scl_protonet", "config": str(CONFIGS / "scl_protonet.yaml"), "init_from_method": "scl",
-     "overrides": ["data.queries=5"]},
-]
+# every method kind: flat (CE: unused GC head), two-view contrastive (SimCLR: gathered), episodic,
+# MAML, CE+GC+SC, its distillation and an init_from_method child
+KINDS = ALL_METHODS[:1] + [{"name": "simclr", "config": str(CONFIGS / "simclr.yaml")}] + ALL_METHODS[1:]
 
 
 def write_suite(tmp_path, name, methods=KINDS, extra=()):
