@@ -241,7 +241,11 @@ def _read_yaml(path: Path, seen: tuple = ()) -> Dict[str, Any]:
     base = data.pop("_base_", None)
     if base is None:
         return data
-    merged = OmegaConf.merge(_read_yaml(path.parent / base, seen + (path,)), data)
+    parent = _read_yaml(path.parent / base, seen + (path,))
+    name = (data.get("model") or {}).get("name") if isinstance(data.get("model"), dict) else None
+    if name is not None and name != (parent.get("model") or {}).get("name", ModelConfig.name):
+        (parent.get("model") or {}).pop("kwargs", None)     # another backbone: its own kwargs only
+    merged = OmegaConf.merge(parent, data)
     return OmegaConf.to_container(merged)
 
 
@@ -362,8 +366,16 @@ def load_structured(schema_cls: type, path: Optional[os.PathLike] = None, overri
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
+        # model.name first: changing the backbone resets model.kwargs (kwargs belong to a backbone),
+        # so kwargs given on the same line apply to the new one wherever they stand
+        overrides = sorted(overrides, key=lambda item: item.partition("=")[0] != "model.name")
+        for item in overrides:
             key, _, value = item.partition("=")
-            if any(part.isdigit() for part in key.split(".")):    # into a list entry: datasets.0.overrides=[...]
+            if what == "config" and key == "model.name" and value != schema.model.name:
+                schema.model.kwargs = {}
+            if what == "config" and key == "model.kwargs":              # a whole mapping replaces, {} clears
+                schema.model.kwargs = OmegaConf.from_dotlist([f"v={value}"]).v
+            elif any(part.isdigit() for part in key.split(".")):    # into a list entry: datasets.0.overrides=[...]
                 OmegaConf.update(schema, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=False)
             else:
                 schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))

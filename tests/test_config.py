@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from scl_plugin.config import Config, ConfigError, load_config
@@ -61,3 +63,28 @@ def test_all_shipped_configs_validate():
     assert files, "no configs shipped"
     for p in files:
         load_config(p)
+
+
+# ----------------------------------------------------------------------------- kwargs belong to a backbone (issue 24, item 2)
+PAPER = sorted((Path(__file__).resolve().parents[1] / "configs" / "paper").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
+def test_paper_configs_build_their_backbone_as_shipped(path):
+    """configs/scl.yaml (Conv-4, depth 3) is their base: its kwargs must not reach a ResNet-12."""
+    from scl_plugin.backbones import create_backbone
+    from scl_plugin.data import channels_for
+    cfg = load_config(path)
+    assert cfg.model.name == "resnet12" and cfg.model.kwargs == {}
+    create_backbone(cfg.model, in_chans=channels_for(cfg.data.dataset), image_size=cfg.data.image_size)
+
+
+def test_model_kwargs_reset_with_the_name_and_clear_with_an_empty_mapping():
+    base = Path(__file__).resolve().parents[1] / "configs" / "scl.yaml"
+    assert load_config(base).model.kwargs == {"depth": 3}
+    assert load_config(base, ["model.name=conv4"]).model.kwargs == {"depth": 3}        # same backbone: kept
+    assert load_config(base, ["model.name=resnet12"]).model.kwargs == {}
+    # kwargs on the same line belong to the new backbone, wherever they stand
+    assert load_config(base, ["model.kwargs.drop_rate=0.1", "model.name=resnet12"]).model.kwargs == {"drop_rate": 0.1}
+    assert load_config(base, ["model.kwargs={}"]).model.kwargs == {}
+    assert load_config(base, ["model.kwargs={hidden: 32}"]).model.kwargs == {"hidden": 32}
