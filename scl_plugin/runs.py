@@ -19,7 +19,7 @@ Evaluation caches are keyed by :func:`eval_key`: the whole ``eval`` section, the
 shape and seed, the test data (its content fingerprint included), the resolved classifier and
 the content hash of the checkpoint files, so a cache is never served for other settings, other
 test images or retrained weights.
-Training time is summed over every call that trained (:func:`add_train_seconds`).
+Training time is summed over every call that trained (:class:`TrainClock`).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class RunInputError(ConfigError):
     """A parent run that is not there (not trained yet, or not a run)."""
 
 __all__ = ["weight_settings", "settings_fingerprint", "input_identity", "stamp_run", "check_run", "has_artifacts",
-           "SettingsMismatch", "RunBusyError", "training_lock", "add_train_seconds", "train_seconds", "eval_key",
+           "SettingsMismatch", "RunBusyError", "training_lock", "TrainClock", "train_seconds", "eval_key",
            "checkpoint_identity", "final_checkpoints", "parent_checkpoints", "parents"]
 
 SETTINGS_FILE = "settings.json"
@@ -185,6 +185,12 @@ def _show(v: Any) -> str:
     return json.dumps(v, default=str)
 
 
+def _stamp_hint(run_dir: Path) -> str:
+    """The command that adopts a run trained by an older version (records its settings and inputs)."""
+    return (f"`python -c \"from scl_plugin.config import load_config; from scl_plugin.runs import stamp_run; "
+            f"stamp_run(load_config('<config.yaml>', ['run_dir={run_dir}']))\"`")
+
+
 def check_run(cfg: Config, restart_hint: str = "--restart") -> None:
     """Refuse, in one line, to resume or reuse ``cfg.run_dir`` if its weights belong to other settings."""
     run_dir = expand(cfg.run_dir)
@@ -194,10 +200,8 @@ def check_run(cfg: Config, restart_hint: str = "--restart") -> None:
     if not path.exists():
         raise SettingsMismatch(
             f"{run_dir} holds checkpoints with no record of their settings (trained by an older "
-            f"version): if they were trained with exactly this config, record it with "
-            f"`python -c \"from scl_plugin.config import load_config; from scl_plugin.runs import stamp_run; "
-            f"stamp_run(load_config('<config.yaml>', ['run_dir={run_dir}']))\"`; otherwise use another run_dir "
-            f"or {restart_hint} to retrain")
+            f"version): if they were trained with exactly this config, record it with {_stamp_hint(run_dir)}; "
+            f"otherwise use another run_dir or {restart_hint} to retrain")
     record = json.loads(path.read_text())
     have = record.get("settings", {})
     want = weight_settings(cfg)
@@ -218,9 +222,8 @@ def _check_inputs(cfg: Config, run_dir: Path, have: Optional[Dict[str, str]], re
     if have is None:
         raise SettingsMismatch(
             f"{run_dir} has no record of the data and parent runs it was trained from (trained by an older "
-            f"version): if it was trained from exactly these, record them with `python -c \"from "
-            f"scl_plugin.config import load_config; from scl_plugin.runs import stamp_run; "
-            f"stamp_run(load_config('<config.yaml>', ['run_dir={run_dir}']))\"`; otherwise {restart_hint} retrains it")
+            f"version): if it was trained from exactly these, record them with {_stamp_hint(run_dir)}; "
+            f"otherwise {restart_hint} retrains it")
     want = input_identity(cfg)
     if want["data"] != have.get("data"):
         raise SettingsMismatch(
@@ -267,14 +270,6 @@ def training_lock(run_dir: Any) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
     finally:
         handle.close()
-
-
-def add_train_seconds(run_dir: Any, seconds: float) -> None:
-    """Add one call's training time to the run's total (every call that trained counts)."""
-    path = expand(run_dir) / TIME_FILE
-    old = json.loads(path.read_text()) if path.exists() else {}
-    atomic_write_json(path, {"seconds": round(float(old.get("seconds", 0.0)) + seconds, 1),
-                             "calls": int(old.get("calls", 0)) + 1})
 
 
 class TrainClock:
