@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Union
@@ -57,6 +58,18 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     if "cuda" in state and torch.cuda.is_available():
         cuda = state["cuda"]
         torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, (list, tuple)) else cuda)
+
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+?)(?: was not an allowed global| whose module)")
+
+
+def refused_global(error: BaseException) -> Optional[str]:
+    """The global (``posix.system``, ``builtins.exec``) whose use made ``torch.load(weights_only=True)``
+    refuse a file, read from torch's message; None when the error is not such a refusal."""
+    m = _REFUSED_GLOBAL.search(re.sub(r"\x1b\[[0-9;]*m", "", str(error)))
+    if m is None:
+        return None
+    return m.group(1) if "." in m.group(1) else f"builtins.{m.group(1)}"    # torch omits builtins' module
 
 
 @contextlib.contextmanager

@@ -29,6 +29,8 @@ from typing import Dict
 import torch
 from torch import nn
 
+from ..utils import refused_global
+
 __all__ = ["rfs_to_ours", "ours_to_rfs", "read_rfs_checkpoint", "load_rfs_weights", "export_rfs",
            "RFSCheckpointError"]
 
@@ -116,17 +118,13 @@ def read_rfs_checkpoint(path) -> Dict[str, torch.Tensor]:
     return obj
 
 
-_GLOBAL = re.compile(r"GLOBAL (\S+?)(?: was not an allowed global| whose module)")
-
-
 def _refusal(path: Path, e: Exception) -> str:
     """One line for a file ``torch.load(weights_only=True)`` refused: the global it would call, or
     torch's cause without its advice to turn the check off."""
     allowed = "only tensors, containers and argparse.Namespace are allowed"
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-    m = _GLOBAL.search(text)
-    if m:                   # torch writes builtins without their module (``exec``)
-        name = m.group(1) if "." in m.group(1) else f"builtins.{m.group(1)}"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))     # torch colours its advice
+    name = refused_global(e)
+    if name:
         return (f"{path} cannot be loaded safely and is refused: it pickles {name}, so loading it would "
                 f"run code; {allowed}")
     cause = [ln.strip() for ln in text.replace("Weights only load failed.", "\n").splitlines()

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..utils import atomic_open
+from ..utils import atomic_open, refused_global
 
 CKPT_RE = re.compile(r"^step-(\d+)\.pt$")
 
@@ -41,14 +41,10 @@ class UnsafeCheckpointError(CheckpointError):
     """A file whose unpickling would need code (a global other than plain data): refused."""
 
 
-_GLOBAL_RE = re.compile(r"(?:GLOBAL|global)\s+([\w.]+(?:\s*\.\s*[\w]+)*)")
-
-
 def unsafe_reason(error: BaseException) -> str:
     """The object a refused pickle asked for (``posix.system``), from torch's message."""
-    text = str(error)
-    m = _GLOBAL_RE.search(text)
-    return m.group(1).replace(" ", "") if m else text.splitlines()[0][:80] if text else type(error).__name__
+    text = str(error).strip()
+    return refused_global(error) or (text.splitlines()[0][:80] if text else type(error).__name__)
 
 
 def safe_torch_load(path: os.PathLike, what: str = "checkpoint") -> Any:
