@@ -41,6 +41,7 @@ import torch
 from . import pipeline, runs
 from .config import Config, ConfigError, load_config, load_structured, resolve_override_paths
 from .data import build_fewshot, build_test_tasks, load_omniglot_challenge
+from .data.fewshot import test_identity
 from .evaluation import mean_ci, paired_difference, plot_results, write_results
 from .utils import atomic_write_json, expand
 
@@ -392,11 +393,13 @@ def _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log,
     train_s = 0.0 if source is not None else pipeline.train_seconds(cfg)
     shown = classifier_label(cfg)
     folder = expand(cfg.run_dir) / "eval" / _safe(label)
+    test_images = test_identity(cfg.data)
     for ways, shots in suite.settings:
         test_cfg = dataclasses.replace(cfg.data, ways=ways, shots=shots, queries=suite.queries,
                                        test_episodes=suite.test_episodes, episode_seed=suite.episode_seed)
-        key = runs.eval_key(cfg, classifier=clf, checkpoints=checkpoints, ways=ways, shots=shots,
-                            queries=suite.queries, episodes=suite.test_episodes, episode_seed=suite.episode_seed)
+        key = runs.eval_key(cfg, classifier=clf, checkpoints=checkpoints, data_identity=test_images, ways=ways,
+                            shots=shots, queries=suite.queries, episodes=suite.test_episodes,
+                            episode_seed=suite.episode_seed)
         cache = folder / f"{ways}w{shots}s-{suite.test_episodes}ep-seed{suite.episode_seed}-{runs.key_hash(key)}.json"
         accs = _read_cache(cache, key, acc)
         if accs is None:
@@ -409,8 +412,8 @@ def _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log,
                      "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": train_s, "classifier": shown})
         log(f"[suite]   {ways}-way {shots}-shot: {100 * mean:.2f} +- {100 * ci:.2f}")
     if suite.challenge and ds.name.startswith("omniglot"):
-        key = runs.eval_key(cfg, classifier=clf, checkpoints=checkpoints, challenge="lake-20-runs",
-                            challenge_data=_challenge_digest(cfg))
+        key = runs.eval_key(cfg, classifier=clf, checkpoints=checkpoints, data_identity=_challenge_digest(cfg),
+                            challenge="lake-20-runs")
         cache = folder / f"challenge-{runs.key_hash(key)}.json"
         accs = _read_cache(cache, key, acc)
         if accs is None:

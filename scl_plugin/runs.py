@@ -309,17 +309,18 @@ def checkpoint_identity(files: Sequence[Path]) -> List[List[Any]]:
     return [[f"{Path(f).parent.name}/{Path(f).name}", file_digest(f)[:16]] for f in files]
 
 
-def eval_key(cfg: Config, *, classifier: str, checkpoints: Sequence[Path], **episode: Any) -> Dict[str, Any]:
+def eval_key(cfg: Config, *, classifier: str, checkpoints: Sequence[Path], data_identity: str,
+             **episode: Any) -> Dict[str, Any]:
     """Everything that changes an evaluation's numbers: the whole ``eval`` section (so new
-    options are covered automatically), the test data, the episode shape and seed given in
-    ``episode`` (ways, shots, queries, episodes, episode_seed...), the resolved classifier and
-    the checkpoint files' identity."""
-    from .data.fewshot import test_identity
+    options are covered automatically), the test data and its content fingerprint
+    (``data_identity``: :func:`scl_plugin.data.fewshot.test_identity`, or the hash of whatever
+    else the episodes are read from), the episode shape and seed given in ``episode`` (ways,
+    shots, queries, episodes, episode_seed...), the resolved classifier and the checkpoint
+    files' identity."""
     d = cfg.data
     return {"eval": dataclasses.asdict(cfg.eval), "classifier": classifier,
             "test_data": {"dataset": d.test_dataset or d.dataset, "root": str(d.test_root or d.root),
-                          "image_size": d.image_size, "cub_split": d.cub_split,
-                          "identity": test_identity(d) if "challenge" not in episode else None},
+                          "image_size": d.image_size, "cub_split": d.cub_split, "identity": data_identity},
             "episode": episode, "eval_inner_steps": cfg.episodic.eval_inner_steps,
             "checkpoints": checkpoint_identity(checkpoints)}
 
