@@ -71,6 +71,17 @@ def _image_set(split: Split, channels: int, image_size: int, augment: str, name:
                     image_size=image_size, augment=augment, name=name, stats=stats)
 
 
+def _splits(cfg, test: bool = False):
+    """:func:`load_splits` of ``cfg``'s training dataset (in ``data.format``), or with ``test`` of
+    the dataset its test episodes come from (cross-domain: ``data.test_dataset`` read as a test
+    set from ``data.test_root``). Memoised there: every caller shares one build."""
+    cross = test and bool(cfg.test_dataset)
+    return load_splits(cfg.test_dataset if cross else cfg.dataset, (cfg.test_root or cfg.root) if cross else cfg.root,
+                       image_size=int(cfg.image_size), cache_dir=cfg.cache_dir, cub_split=cfg.cub_split,
+                       download=cfg.download, role="test" if cross else "main",
+                       format="auto" if test else getattr(cfg, "format", "auto"))
+
+
 def build_fewshot(cfg, seed: int = 0) -> FewShotData:
     """Build datasets and task sets for ``cfg`` (a DataConfig).
 
@@ -83,16 +94,12 @@ def build_fewshot(cfg, seed: int = 0) -> FewShotData:
     """
     name = cfg.dataset
     size = int(cfg.image_size)
-    splits = load_splits(name, cfg.root, image_size=size, cache_dir=cfg.cache_dir,
-                         cub_split=cfg.cub_split, download=cfg.download,
-                         format=getattr(cfg, "format", "auto"))
+    splits = _splits(cfg)
     channels = 1 if name in _GRAY else 3
     test_name = name
     if cfg.test_dataset:
         test_name = cfg.test_dataset
-        test_splits = load_splits(cfg.test_dataset, cfg.test_root or cfg.root, image_size=size,
-                                  cache_dir=cfg.cache_dir, cub_split=cfg.cub_split,
-                                  download=cfg.download, role="test")
+        test_splits = _splits(cfg, test=True)
         splits = dict(splits, test=test_splits["test"])
 
     train_aug = cfg.augment
@@ -135,16 +142,11 @@ def build_test_tasks(cfg) -> Any:
     building the train and validation splits (whose class counts may not fit the episodes)."""
     size = int(cfg.image_size)
     name = cfg.test_dataset or cfg.dataset
-    splits = load_splits(name, cfg.test_root or cfg.root if cfg.test_dataset else cfg.root, image_size=size,
-                         cache_dir=cfg.cache_dir, cub_split=cfg.cub_split, download=cfg.download,
-                         role="test" if cfg.test_dataset else "main")
-    test = splits["test"]
+    test = _splits(cfg, test=True)["test"]
     stats = test.stats
     if cfg.test_dataset:
         # normalised like the training data (the statistics are the training format's property)
-        stats = load_splits(cfg.dataset, cfg.root, image_size=size, cache_dir=cfg.cache_dir,
-                            cub_split=cfg.cub_split, download=cfg.download,
-                            format=getattr(cfg, "format", "auto"))["train"].stats
+        stats = _splits(cfg)["train"].stats
     meta = make_meta_dataset(_image_set(test, channels_for(cfg.dataset), size, "none", f"{name} test", stats))
     return make_taskset(meta, cfg.ways, cfg.shots, cfg.queries, cfg.test_episodes, seed=f"test/{cfg.episode_seed}",
                         where=f"{name} test split ({test.where})")
@@ -154,16 +156,10 @@ def train_identity(cfg) -> str:
     """Content fingerprint of the training images of ``cfg`` (a DataConfig): what a run's weights
     are computed from (:func:`scl_plugin.data.identity.split_identity`; cheap on a warm cache)."""
     from .identity import split_identity
-    splits = load_splits(cfg.dataset, cfg.root, image_size=int(cfg.image_size), cache_dir=cfg.cache_dir,
-                         cub_split=cfg.cub_split, download=cfg.download, format=getattr(cfg, "format", "auto"))
-    return split_identity(splits["train"])
+    return split_identity(_splits(cfg)["train"])
 
 
 def test_identity(cfg) -> str:
     """Content fingerprint of the test images of ``cfg`` (cross-domain: of ``cfg.test_dataset``)."""
     from .identity import split_identity
-    name = cfg.test_dataset or cfg.dataset
-    splits = load_splits(name, cfg.test_root or cfg.root if cfg.test_dataset else cfg.root,
-                         image_size=int(cfg.image_size), cache_dir=cfg.cache_dir, cub_split=cfg.cub_split,
-                         download=cfg.download, role="test" if cfg.test_dataset else "main")
-    return split_identity(splits["test"])
+    return split_identity(_splits(cfg, test=True)["test"])
