@@ -369,11 +369,12 @@ def load_structured(schema_cls: type, path: Optional[os.PathLike] = None, overri
         # model.name first: changing the backbone resets model.kwargs (kwargs belong to a backbone),
         # so kwargs given on the same line apply to the new one wherever they stand
         overrides = sorted(overrides, key=lambda item: item.partition("=")[0] != "model.name")
+        has_model = "model" in schema
         for item in overrides:
             key, _, value = item.partition("=")
-            if what == "config" and key == "model.name" and value != schema.model.name:
+            if has_model and key == "model.name" and value != schema.model.name:
                 schema.model.kwargs = {}
-            if what == "config" and key == "model.kwargs":              # a whole mapping replaces, {} clears
+            if has_model and key == "model.kwargs":              # a whole mapping replaces, {} clears
                 schema.model.kwargs = OmegaConf.from_dotlist([f"v={value}"]).v
             elif any(part.isdigit() for part in key.split(".")):    # into a list entry: datasets.0.overrides=[...]
                 OmegaConf.update(schema, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=False)

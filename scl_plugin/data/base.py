@@ -176,7 +176,7 @@ class FileSource(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
-        return open_image(self.paths[i], self.mode, getattr(self, "dataset", ""))
+        return open_image(self.paths[i], self.mode, self.dataset)
 
 
 class Subset(Dataset):

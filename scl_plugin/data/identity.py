@@ -101,8 +101,5 @@ def split_identity(split: Split) -> str:
     if memo is None:
         meta = json.dumps([[str(v) for v in split.labels], split.kind, split.stats], default=str)
         memo = hashlib.sha256((source_digest(split.source) + meta).encode()).hexdigest()[:16]
-        try:
-            split._identity = memo     # the registry memoises splits per process: hash once
-        except AttributeError:
-            pass
+        split._identity = memo     # the registry memoises splits per process: hash once
     return memo

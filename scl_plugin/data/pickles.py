@@ -15,9 +15,7 @@ from .registry import LoadOptions
 PICKLE_ERRORS = (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError,
         IndexError, RuntimeError)
 # what unpickling a truncated / corrupted file raises (numpy's reconstructors add ValueError)
-UNPICKLE_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                   IndexError, KeyError, RuntimeError, ImportError, OverflowError, MemoryError,
-                   OSError)
+UNPICKLE_ERRORS = PICKLE_ERRORS + (ImportError, OverflowError, MemoryError, OSError)
 
 
 def read_pickle(path: Path):

@@ -42,18 +42,19 @@ class Format:
     detect: Callable[[Path], bool]               # are this layout's files in root?
     load: Callable[[Path, LoadOptions], Dict[str, Split]]
     how: str = ""                                # where to get the files
+    needs_root: bool = True                      # False: nothing is read from data.root (generated data)
 
 
 _REGISTRY: Dict[str, List[Format]] = {}
 
 
 def register(dataset: str, name: str, *, files: str, detect: Callable[[Path], bool] = None,
-             how: str = ""):
+             how: str = "", needs_root: bool = True):
     """Decorator: ``@register("mini-imagenet", "rfs", files="...", detect=lambda root: ...)``."""
     def deco(fn):
         fmts = _REGISTRY.setdefault(dataset, [])
         fmts[:] = [f for f in fmts if f.name != name]
-        fmts.append(Format(dataset, name, files, detect or (lambda root: True), fn, how))
+        fmts.append(Format(dataset, name, files, detect or (lambda root: True), fn, how, needs_root))
         return fn
     return deco
 
@@ -102,14 +103,15 @@ def check_layout(name: str, root, format: str = "auto") -> Format:
     DataError naming the expected files when there is none (a suite checks every root first)."""
     root = Path(os.path.expanduser(str(root))) if root is not None else Path(".")
     f = _pick(name, root, format)
-    needs_files = "none" not in f.files
-    if needs_files and not root.exists():
+    if not f.needs_root:
+        return f
+    if not root.exists():
         raise DataError(f"{name}: data root {root} does not exist; expected {f.files}. {f.how}")
     try:
         found = f.detect(root)
     except OSError:
         found = False
-    if needs_files and not found:
+    if not found:
         raise DataError(f"{name}: no {f.name} layout in {root}; expected {f.files}. {f.how}")
     return f
 

@@ -10,7 +10,7 @@ from ..base import Split, TensorSource
 from ..registry import LoadOptions, register
 
 
-@register("synthetic", "generated", files="(none: generated in memory)")
+@register("synthetic", "generated", files="(none: generated in memory)", needs_root=False)
 def _load(root: Path, opts: LoadOptions) -> Dict[str, Split]:
     return load_synthetic(opts.image_size)
 
