@@ -14,7 +14,7 @@ Measures, for a CE+GC+SC training step (Conv-4, 3 blocks, 28x28, the default sui
 On CPU the two processes share the machine's cores, so the ratio says what the gather and the
 all-reduce cost, not a speed-up. Run::
 
-    python benchmarks/perf/ddp.py            # ~1 min on 2 CPU cores; --batch 32 --steps 10
+    python benchmarks/perf/ddp.py            # ~15 s on 2 CPU cores; --batch 32 --steps 10
 
 Prints a table; the last line is JSON (also written to benchmarks/perf/results/ddp.json).
 """
