@@ -154,26 +154,16 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _method_from_weights(args: argparse.Namespace):
-    """``--weights FILE --format rfs CONFIG``: the config's method with an RFS / SCL ResNet-12."""
+    """``--weights FILE --format rfs CONFIG``: the config's method with an RFS / SCL ResNet-12
+    (for ce / scl also its classifier and SCL's projection head and attention; see
+    :func:`scl_plugin.pipeline.build_released`)."""
     from pathlib import Path
-    from types import SimpleNamespace
     from . import pipeline
-    from .backbones.rfs import RFSCheckpointError, load_rfs_weights, read_rfs_checkpoint, rfs_to_ours
+    from .backbones.rfs import RFSCheckpointError
     from .config import ConfigError, load_config
-    from .data.fewshot import channels_for
     cfg = load_config(args.run_dir, args.overrides)
-    if cfg.model.name != "resnet12":
-        raise ConfigError(f"--format {args.format} checkpoints are ResNet-12: set model.name=resnet12 "
-                          f"(config has {cfg.model.name!r})")
     try:
-        state = rfs_to_ours(read_rfs_checkpoint(args.weights))
-        # The model's shape comes from the checkpoint and the config, so no training image is
-        # read: the head keeps the checkpoint's classes (evaluation does not use it).
-        head = state.get("fc.weight")
-        shape = SimpleNamespace(num_classes=int(head.shape[0]) if head is not None else 1,
-                                channels=channels_for(cfg.data.dataset), image_size=cfg.data.image_size)
-        method = pipeline.build_method(cfg, shape, init=False)
-        load_rfs_weights(method.backbone.model, args.weights)
+        method, _ = pipeline.build_released(cfg, args.weights)
     except RFSCheckpointError as e:     # the file given is the user's input: exit code 2, naming it
         msg = str(e)
         raise ConfigError(msg if str(Path(args.weights).expanduser()) in msg
@@ -189,7 +179,9 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
                    help="evaluate this checkpoint instead of a run: RUN_DIR is then a config YAML "
                         "(e.g. scl-eval --weights resnet12_last.pth --format rfs configs/paper/mini-imagenet.yaml)")
     p.add_argument("--format", choices=["rfs"], default="rfs",
-                   help="layout of --weights: rfs = RFS / SCL code ({'model': state_dict}, layer1..4 keys)")
+                   help="layout of --weights: rfs = a ResNet-12 saved by RFS's code ({'model': state_dict}, "
+                        "layer1..4 keys) or by SCL's (ContrastResNet: encoder.layer1..4, head.net; "
+                        "'attention' beside it), with or without a module. prefix")
     return _run(_eval, p.parse_intermixed_args(argv))
 
 

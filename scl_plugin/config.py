@@ -113,7 +113,9 @@ class DistillConfig:
     lambda_cd: float = 10.0
     lambda_ce: float = 0.0
     kd_temperature: float = 4.0
-    teacher: Optional[str] = None  # run dir of a trained CE/SCL run to distill (skips pretraining)
+    # what to distill (skips pretraining): the run dir of a trained CE/SCL run, or a released RFS /
+    # SCL ResNet-12 checkpoint file (.pth; model.name=resnet12), built as this config's method
+    teacher: Optional[str] = None
     # Defaults = the authors' train_distillation.py: L_CD on the L2-normalised pooled backbone
     # features (the projection head gets no gradient), one augmented view per image, and a
     # student freshly built with the backbone's own initialisation. Earlier behaviour of this
@@ -145,6 +147,15 @@ class TrainConfig:
     deterministic: bool = False
     channels_last: bool = False  # NHWC activations (faster convolutions on tensor-core GPUs)
     compile: bool = False        # torch.compile the backbone (not for maml/fomaml)
+    # Experiment trackers (Accelerate's): "tensorboard", "wandb", "mlflow", ... or several, comma-separated
+    # ("tensorboard,wandb"); None: none. They get the rows of train/metrics.jsonl and the run's settings as
+    # hyper-parameters; each tracker's package comes with the pip extra of its name (scl_plugin[tensorboard]).
+    log_with: Optional[str] = None
+
+    def trackers(self) -> List[str]:
+        """The tracker names of :attr:`log_with`, in order, without repeats ([] for none)."""
+        names = [n.strip() for n in (self.log_with or "").split(",")]
+        return list(dict.fromkeys(n for n in names if n and n.lower() != "none"))
 
 
 @dataclass
@@ -317,6 +328,7 @@ def _check_values(cfg: Config) -> None:
     if d.num_workers < -1:
         raise ConfigError(f"config key 'data.num_workers': must be >= 0 (or -1: automatic), got {d.num_workers}")
     _check_embed(cfg)
+    _check_trackers(cfg.train)
     if d.queries < 1:
         raise ConfigError(f"config key 'data.queries': must be >= 1, got {d.queries}")
     if cfg.distill.teacher and cfg.distill.generations < 1:
@@ -339,6 +351,23 @@ def _check_values(cfg: Config) -> None:
     if d.test_dataset is not None and d.test_dataset not in DATASETS:
         raise ConfigError(f"config key 'data.test_dataset': got {d.test_dataset!r}, "
                           f"allowed: {', '.join(DATASETS)}")
+
+
+def tracker_choices() -> List[str]:
+    """The experiment trackers of the installed Accelerate (its ``LoggerType``, without "all")."""
+    from accelerate.utils import LoggerType
+    return [t.value for t in LoggerType if t.value != "all"]
+
+
+def _check_trackers(train: TrainConfig) -> None:
+    names = train.trackers()
+    if not names:
+        return
+    allowed = tracker_choices()
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ConfigError(f"config key 'train.log_with': got {unknown[0]!r}, allowed: {', '.join(allowed)} "
+                          f"(several: comma-separated, e.g. train.log_with=tensorboard,wandb)")
 
 
 def _check_embed(cfg: Config) -> None:

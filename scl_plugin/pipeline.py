@@ -221,6 +221,7 @@ def train(cfg: Config, data: Optional[FewShotData] = None, accelerator: Optional
         if accelerator is not None:
             method.to(accelerator.device)
         return method
+    training.trainer.check_trackers(cfg.train)   # a tracker's missing package fails here, before any data is read
     main = accelerator is None or accelerator.is_main_process
     run_dir = expand(cfg.run_dir)
     before = _bookkeeping(run_dir)
@@ -301,7 +302,7 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
         runs.stamp_run(cfg, run_dir)
     if cfg.method in ("ce", "scl") and cfg.distill.teacher:
-        teacher, _ = load_trained(cfg.distill.teacher, data)
+        teacher = load_teacher(cfg, data)
         return _distill(cfg, data, teacher, acc, _validator(cfg, data), resume, clock)
     final = run_dir / "train" / "final.pt"
     method = build_method(cfg, data, gather=acc.num_processes > 1, init=not (final.exists() and resume))
@@ -422,7 +423,7 @@ def load_trained(run_dir: Any, data: Any = None, cfg: Optional[Config] = None) -
                               f"resume it with `scl-train {run_dir / 'config.yaml'}` (it continues from its newest "
                               f"checkpoint), then evaluate")
     if cfg.method in ("ce", "scl") and cfg.distill.teacher:
-        method, _ = load_trained(cfg.distill.teacher, data)
+        method = load_teacher(cfg, data)
     else:
         method = build_method(cfg, _model_shape(cfg, data), init=False)
         _load_weights(method, run_dir / "train" / "final.pt")
@@ -434,6 +435,59 @@ def load_trained(run_dir: Any, data: Any = None, cfg: Optional[Config] = None) -
             _load_weights(module, run_dir / f"distill-{g}" / "final.pt")
             method = module.student
     return method, cfg
+
+
+def load_teacher(cfg: Config, data: Any = None) -> SCL:
+    """``cfg.distill.teacher``: a finished CE / SCL run directory (:func:`load_trained`), or a
+    released RFS / SCL checkpoint file, built as ``cfg``'s method (ce or scl) on ``resnet12``
+    with its weights (:func:`build_released`). For a file, ``data`` (a FewShotData) is checked
+    to have the classes of the teacher's classifier."""
+    source = expand(cfg.distill.teacher)
+    if not source.is_file():
+        return load_trained(source, data)[0]
+    from .backbones.rfs import RFSCheckpointError
+    d = cfg.distill
+    try:
+        teacher, ckpt = build_released(cfg, source)
+    except RFSCheckpointError as e:     # the file is the user's input
+        raise ConfigError(f"distill.teacher={cfg.distill.teacher}: {e}") from None
+    logits = d.lambda_kd > 0 or d.lambda_ce > 0
+    if logits and ckpt.num_classes is None:
+        raise ConfigError(f"distill.teacher={source} has no linear classifier: KD needs the teacher's logits "
+                          f"(and CE its classes); set distill.lambda_kd=0 distill.lambda_ce=0 to distil features only")
+    n = getattr(data, "num_classes", None)
+    if logits and n is not None and ckpt.num_classes != n:
+        raise ConfigError(f"distill.teacher={source} classifies {ckpt.num_classes} classes but the training split "
+                          f"of data.dataset={cfg.data.dataset} has {n}: distil on the data it was trained on")
+    if d.cd_features == "projection" and d.lambda_cd > 0 and not ckpt.head:
+        raise ConfigError(f"distill.teacher={source} has no projection head ({ckpt.layout} layout): "
+                          f"distill.cd_features=projection needs one; use distill.cd_features=pooled")
+    return teacher
+
+
+def build_released(cfg: Config, path: Any) -> Tuple[nn.Module, Any]:
+    """``(method, checkpoint)``: ``cfg``'s method on our ``resnet12`` with the weights of a released
+    RFS / SCL checkpoint file (:mod:`scl_plugin.backbones.rfs`). Always the backbone; for CE / SCL
+    also the linear classifier and, from SCL's code, the projection head and spatial attention
+    (``loss.proj_dim`` becomes the file's ``d'``). The model's shape comes from the file and the
+    config, so no training image is read. Raises ``RFSCheckpointError`` for a file that does not fit."""
+    from .backbones.rfs import load_into_scl, load_rfs_weights, read_released
+    from .data.fewshot import channels_for
+    if cfg.model.name != "resnet12":
+        raise ConfigError(f"released RFS / SCL checkpoints are ResNet-12: set model.name=resnet12 "
+                          f"(config has {cfg.model.name!r})")
+    ckpt = read_released(path)
+    if cfg.method in ("ce", "scl") and ckpt.proj_dim and ckpt.proj_dim != cfg.loss.proj_dim:
+        cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, proj_dim=ckpt.proj_dim))
+    # the classifier keeps the checkpoint's classes (few-shot evaluation does not use it)
+    shape = SimpleNamespace(num_classes=ckpt.num_classes or 1, channels=channels_for(cfg.data.dataset),
+                            image_size=cfg.data.image_size)
+    method = build_method(cfg, shape, init=False)
+    if isinstance(method, SCL):
+        load_into_scl(method, ckpt)
+    else:
+        load_rfs_weights(method.backbone.model, ckpt)
+    return method, ckpt
 
 
 # ----------------------------------------------------------------------------- evaluation

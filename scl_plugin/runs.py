@@ -6,7 +6,8 @@ only changes evaluation (``eval.*``, test episodes, test data, logging, the run'
 Next to them it records the run's *inputs*: the content fingerprint of the training images
 (:func:`scl_plugin.data.identity.split_identity`, whatever ``data.root`` they are read from)
 and the content hash of every parent run's final checkpoint (``episodic.init_from``,
-``distill.teacher``). Resuming or reusing a run whose weight settings or inputs differ is
+``distill.teacher``; for a teacher that is a released RFS / SCL checkpoint file, the sha256 of
+that file). Resuming or reusing a run whose weight settings or inputs differ is
 refused with one line naming the keys or the parent (a suite's ``--restart`` retrains it), so
 a result is never silently served for settings, data or parents it was not trained with::
 
@@ -54,6 +55,7 @@ _NOT_WEIGHTS = {
     "data.val_episodes", "data.episode_seed", "data.cache_dir", "data.download", "train.log_every", "train.progress_every_s",
     "train.keep_last", "train.save_every", "train.validate", "episodic.eval_inner_steps",
     "train.max_steps",      # a step budget only pauses a run: final.pt exists once the full schedule ran
+    "train.log_with",       # where the metrics are also sent (experiment trackers)
 }
 # Episodic methods train with Adam at episodic.meta_lr for episodic.meta_iterations steps.
 _NOT_EPISODIC = {"loss", "distill", "data.batch_size", "train.epochs", "train.lr", "train.momentum",
@@ -85,7 +87,8 @@ def weight_settings(cfg: Config) -> Dict[str, Any]:
     if cfg.method not in EPISODIC and cfg.distill.generations == 0:
         skip.add("distill")
     if cfg.method in ("ce", "scl") and cfg.distill.teacher:       # pretraining comes from the teacher
-        skip |= {"loss", "train.epochs", "train.lr"}
+        # a released checkpoint file is built as this config's method: its loss settings count
+        skip |= {"train.epochs", "train.lr"} | (set() if _released(cfg.distill.teacher) else {"loss"})
     flat = _flatten(dataclasses.asdict(cfg))
     for key in ("episodic.init_from", "distill.teacher"):     # the same run however it is spelled
         if flat.get(key):
@@ -166,10 +169,18 @@ def input_identity(cfg: Config) -> Dict[str, str]:
     fingerprint, "<parent key>": parent's final checkpoint hash}``. A distilled run's data is
     its teacher's plus its own (the same split)."""
     from .data.fewshot import train_identity
+    from .data.identity import file_digest
     out = {"data": train_identity(cfg.data)}
     for key, source in parents(cfg).items():
-        out[key] = _digest(parent_checkpoints(source))
+        files = parent_checkpoints(source)
+        # a released RFS / SCL teacher file: the sha256 of its bytes (as `sha256sum FILE` prints it)
+        out[key] = file_digest(files[0]) if key == "distill.teacher" and _released(source) else _digest(files)
     return out
+
+
+def _released(source: Any) -> bool:
+    """``distill.teacher`` names a checkpoint file (a released RFS / SCL ``.pth``), not a run."""
+    return expand(source).is_file()
 
 
 class SettingsMismatch(ConfigError):

@@ -21,10 +21,20 @@ any checkpoint is written), so training stops at the log boundary after the firs
 non-finite loss at the latest, naming that step, with a debug checkpoint. Batches are copied
 with ``non_blocking`` from pinned memory; ``train.channels_last`` and ``train.compile``
 are opt-in.
+
+Watching a run: ``train.log_with`` (``tensorboard``, ``wandb``, ``mlflow``, ...: Accelerate's
+trackers) gets every row written to ``metrics.jsonl`` (step rows as ``step/<metric>``, epoch
+rows as ``epoch/<metric>``, validation accuracy ``epoch/val_acc``, at the row's step) and the
+run's settings as hyper-parameters. Each stage (``train``, ``distill-<g>``) logs into its own
+``<stage>/tracking`` folder (TensorBoard: ``<stage>/tracking/scl_plugin``); in TensorBoard, a
+call hides what earlier calls logged after the step it starts from, so each step shows once.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -36,7 +46,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, send_to_device
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig
+from ..config import ConfigError, TrainConfig
 from ..utils import JSONLLogger, rng_state, set_rng_state
 from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, prune_checkpoints,
                          save_checkpoint)
@@ -49,6 +59,54 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     # declares it owns parameters its loss does not use pays DDP's extra graph traversal.
     return Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+
+
+# The package each Accelerate tracker needs; setup.cfg has a pip extra of the tracker's name for each.
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml",
+                    "aim": "aim", "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab",
+                    "trackio": "trackio"}
+TRACKING_PROJECT = "scl_plugin"      # the project name given to every tracker (wandb/mlflow/comet project)
+
+
+def check_trackers(cfg: TrainConfig) -> None:
+    """Fail before training, in one line naming the pip extra, when a tracker of ``train.log_with``
+    has no package installed (Accelerate would silently skip it)."""
+    names = cfg.trackers()
+    if not names:
+        return
+    from accelerate.tracking import get_available_trackers
+    available = {str(getattr(t, "value", t)) for t in get_available_trackers()}
+    for name in names:
+        if name not in available:
+            package = TRACKER_PACKAGES.get(name, name)
+            raise ConfigError(f"config key 'train.log_with': the {name} tracker needs the {package} package, which "
+                              f"is not installed: pip install 'scl_plugin[{name}]' (from a checkout: "
+                              f"pip install -e '.[{name}]'), or drop {name} from train.log_with")
+
+
+def hparams(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """A nested config as flat ``{dotted key: str/int/float/bool}`` (what trackers take as
+    hyper-parameters): lists and mappings as JSON text, None as "none"."""
+    out: Dict[str, Any] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key != "model.kwargs":
+            out.update(hparams(v, key + "."))
+        elif v is None:
+            out[key] = "none"
+        elif isinstance(v, (bool, int, float, str)):
+            out[key] = v
+        else:
+            out[key] = json.dumps(v, default=str)
+    return out
+
+
+def tracker_values(record: Dict[str, Any]) -> Dict[str, float]:
+    """The numbers of a metrics.jsonl row, as tracker scalars: ``<kind>/<key>`` (``step/loss``,
+    ``epoch/val_acc``); the row's step is the tracker step, not a value."""
+    kind = record.get("kind", "metric")
+    return {f"{kind}/{k}": v for k, v in record.items()
+            if k not in ("kind", "step") and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def find_unused_parameters(method: torch.nn.Module) -> bool:
@@ -231,6 +289,7 @@ class Trainer:
         self.cfg = cfg
         self.epochs = epochs
         self.ckpt_dir = Path(ckpt_dir)
+        check_trackers(cfg)
         self.accelerator = accelerator or make_accelerator(cfg)
         self.validate = validate
         self.meta = dict(meta or {})
@@ -253,6 +312,59 @@ class Trainer:
         self._batches: Any = None
         self.on_checkpoint = on_checkpoint      # called after every checkpoint written (the run's clock)
         self._window, self._epoch_means = _DeviceMeans(), _DeviceMeans()
+        self._tracking: Optional[Tuple[Any, Any]] = None
+
+    # ------------------------------------------------------------------ metrics and trackers
+    @property
+    def tracking_dir(self) -> Path:
+        return self.ckpt_dir / "tracking"
+
+    def _log(self, **record: Any) -> None:
+        """One metrics row: to ``metrics.jsonl`` and, with ``train.log_with``, to the trackers
+        (main process only, both)."""
+        self.logger.log(**record)
+        if self._tracking is not None:
+            self.accelerator.log(tracker_values(record), step=int(record["step"]))
+
+    def _start_tracking(self) -> None:
+        """Start this stage's trackers on the accelerator (Accelerate's ``init_trackers``), with the
+        run's settings as hyper-parameters. The accelerator may be shared by stages and runs (a
+        suite): its ``log_with`` and logging folder are this stage's until :meth:`_end_tracking`."""
+        names = self.cfg.trackers()
+        if not names:
+            return
+        from accelerate.tracking import filter_trackers
+        acc = self.accelerator
+        self._tracking = (acc.log_with, acc.project_configuration.logging_dir)
+        acc.project_configuration.logging_dir = str(self.tracking_dir)
+        acc.log_with = filter_trackers(names, acc.logging_dir)
+        acc.trackers = []
+        label = f"{self.ckpt_dir.parent.name}/{self.ckpt_dir.name}"
+        # TensorBoard hides what an earlier call logged after the step this one starts from (an
+        # interrupted call's steps past its last checkpoint, a call that failed before its first one)
+        init_kwargs: Dict[str, Dict[str, Any]] = {"wandb": {"name": label}, "mlflow": {"run_name": label},
+                                                  "tensorboard": {"purge_step": self.step + 1}}
+        settings = self.config if self.config is not None else {"train": dataclasses.asdict(self.cfg)}
+        try:
+            acc.init_trackers(TRACKING_PROJECT, config=hparams(settings), init_kwargs=init_kwargs)
+        except BaseException:
+            self._end_tracking()
+            raise
+
+    def _end_tracking(self) -> None:
+        """Finish this stage's trackers (flush and close). Not ``accelerator.end_training()``: that
+        also destroys the process group, which later stages, the final buffer broadcast and the
+        next runs of a suite still use."""
+        if self._tracking is None:
+            return
+        acc = self.accelerator
+        try:
+            for tracker in acc.trackers:
+                tracker.finish()
+        finally:
+            acc.trackers = []
+            acc.log_with, acc.project_configuration.logging_dir = self._tracking
+            self._tracking = None
 
     def _compile(self, method: torch.nn.Module) -> None:
         """``torch.compile`` the backbone's ``forward_spatial`` (what every loss and ``forward`` call),
@@ -318,6 +430,7 @@ class Trainer:
             for p in [*self.ckpt_dir.glob("step-*.pt"), self.ckpt_dir / "best.pt", self.ckpt_dir / "final.pt",
                       self.ckpt_dir / "metrics.jsonl", self.ckpt_dir / "train.log"]:
                 p.unlink(missing_ok=True)
+            shutil.rmtree(self.tracking_dir, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
     def finalize(self) -> Optional[Path]:
@@ -360,6 +473,14 @@ class Trainer:
             self.resume()
         else:
             self._clear_previous_run()
+        self._start_tracking()
+        try:
+            return self._fit(batches, steps_per_epoch)
+        finally:               # also on a failure or an interruption: what was logged is flushed
+            self._end_tracking()
+
+    def _fit(self, batches: BatchSource, steps_per_epoch: int) -> TrainResult:
+        cfg, acc = self.cfg, self.accelerator
         start_time, last = time.time(), None
         stopped = 0 < cfg.max_steps <= self.step      # a resumed run already at its step budget
         bar = tqdm(total=self.epochs * steps_per_epoch, initial=self.epoch * steps_per_epoch + self.batch_in_epoch,
@@ -406,8 +527,8 @@ class Trainer:
                 if self.step % log_every == 0:
                     means = window.read()
                     bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
-                    self.logger.log(kind="step", step=self.step, epoch=self.epoch,
-                                    lr=self.optimizer.param_groups[0]["lr"], **means)
+                    self._log(kind="step", step=self.step, epoch=self.epoch,
+                              lr=self.optimizer.param_groups[0]["lr"], **means)
                     if progress.due():
                         progress.line(self.step, self.epoch, self.epochs, means)
                 elif progress.due():
@@ -432,7 +553,7 @@ class Trainer:
                     if score > self.best_score:
                         self.best_score = score
                         self._save("best.pt")
-                self.logger.log(kind="epoch", epoch=self.epoch, step=self.step, **record)
+                self._log(kind="epoch", epoch=self.epoch, step=self.step, **record)
             last = self._save(f"step-{self.step}.pt")
         bar.close()
         finished = self.epoch >= self.epochs
