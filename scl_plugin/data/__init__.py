@@ -9,6 +9,8 @@ Public API::
     xs, ys, xq, yq = split_support_query(x, y, ways, shots, queries)
     runs = load_omniglot_challenge(root)            # Lake et al.'s 20 one-shot runs
     splits = load_splits("mini-imagenet", root, image_size=84, cache_dir=...)   # raw uint8 splits, memoised
+    tasksets = get_tasksets("omniglot-small", root=root)   # learn2learn's get_tasksets, any layout
+    register_learn2learn_benchmarks()               # ... and behind l2l.vision.benchmarks.get_tasksets
 
 Each on-disk layout is one module of :mod:`.formats` registered in :mod:`.registry` (picked from
 the files present in ``data.root`` or by ``data.format``); decoded splits are cached as uint8
@@ -28,7 +30,9 @@ from .episodes import split_support_query  # noqa: E402
 from .fewshot import FewShotData, build_fewshot, build_test_tasks, channels_for  # noqa: E402
 from .formats.omniglot import ChallengeRun, load_omniglot_challenge  # noqa: E402
 from .registry import load_splits  # noqa: E402
+from .tasksets import get_tasksets, list_tasksets, register_learn2learn_benchmarks  # noqa: E402
 
 __all__ = ["DataError", "FewShotData", "build_fewshot", "build_test_tasks", "channels_for", "split_support_query",
            "load_splits",
-           "load_omniglot_challenge", "ChallengeRun"]
+           "load_omniglot_challenge", "ChallengeRun",
+           "get_tasksets", "list_tasksets", "register_learn2learn_benchmarks"]
