@@ -39,23 +39,25 @@ import numpy as np
 import torch
 
 from . import pipeline, runs
-from .config import Config, ConfigError, load_config, load_structured, resolve_override_paths
+from .config import DEFAULT_METHOD, Config, ConfigError, load_config, load_structured, resolve_override_paths
 from .data import build_fewshot, build_test_tasks, load_omniglot_challenge
 from .data.fewshot import test_identity
 from .evaluation import mean_ci, paired_difference, plot_results, write_results
+from .registry import get_method
 from .utils import atomic_write_json, expand
 
 
 @dataclass
 class MethodSpec:
-    name: str = "scl"
-    config: str = "../scl.yaml"          # relative to the suite file
+    name: str = DEFAULT_METHOD
+    config: str = f"../{DEFAULT_METHOD}.yaml"          # relative to the suite file
     overrides: List[str] = field(default_factory=list)
-    # Start from another method of the suite: ProtoNet/MAML initialise their backbone from it
-    # (episodic.init_from), CE/SCL distil it as teacher (distill.teacher).
+    # Start from another method of the suite, by the method's registered parent key: a teacher
+    # method distils it (distill.teacher), any other initialises its backbone from it
+    # (episodic.init_from).
     init_from_method: Optional[str] = None
     # Train nothing: score the finished run of an earlier method of the suite with this row's
-    # config (e.g. SimpleShot = the CE run evaluated with eval.classifier=simpleshot).
+    # config (e.g. SimpleShot = a pretrained run evaluated with eval.classifier=simpleshot).
     run_of: Optional[str] = None
 
 
@@ -172,8 +174,7 @@ def method_config(suite: SuiteConfig, spec: MethodSpec, dataset: DatasetSpec, ru
     if spec.init_from_method:
         source = run_root / dataset.name / spec.init_from_method
         cfg = load_config(base / spec.config, overrides)
-        key = "episodic.init_from" if cfg.method in pipeline.EPISODIC else "distill.teacher"
-        overrides = overrides + [f"{key}={source}"]
+        overrides = overrides + [f"{get_method(cfg.method).parent_key}={source}"]
     return load_config(base / spec.config, overrides)
 
 
@@ -239,11 +240,12 @@ def _challenge_digest(cfg: Config) -> str:
 
 
 def classifier_label(cfg: Config) -> str:
-    """The classifier column of the table: the classifier, and the SCL protocol's options."""
+    """The classifier column of the table: the classifier, and the augmented protocol's options."""
     clf = pipeline.classifier_for(cfg)
-    if pipeline.protocol_for(cfg) != "scl":
+    protocol = pipeline.protocol_for(cfg)
+    if protocol == "pooled":
         return clf
-    return f"{clf} scl-aug{cfg.eval.support_augment}-{cfg.eval.combine}"
+    return f"{clf} {protocol}-aug{cfg.eval.support_augment}-{cfg.eval.combine}"
 
 
 class _Memo:

@@ -7,6 +7,11 @@ closed set of values declare it in ``metadata["choices"]`` and are checked after
 A YAML file may extend another one with ``_base_: other.yaml`` (path relative to the file,
 applied recursively); command-line ``key=value`` overrides (dotted keys, e.g.
 ``train.epochs=3``) are merged last.
+
+The methods are not listed here: ``method`` takes any name of the method registry
+(:mod:`scl_plugin.registry`, filled by each method's own module), asked at validation time, and
+each method checks the settings it cannot train with (``check_config``). ``METHODS``,
+``EPISODIC_METHODS`` and ``EMBEDDING_METHODS`` are read from the registry when asked for.
 """
 from __future__ import annotations
 
@@ -20,10 +25,12 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .registry import get_method, method_names
+
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "SCLLossConfig", "DistillConfig",
     "TrainConfig", "EpisodicConfig", "EvalConfig", "EmbedConfig", "Config", "load_config", "to_yaml",
-    "METHODS", "EPISODIC_METHODS", "EMBEDDING_METHODS", "DATASETS",
+    "METHODS", "EPISODIC_METHODS", "EMBEDDING_METHODS", "DATASETS", "DEFAULT_METHOD",
 ]
 
 DATASETS = (
@@ -33,12 +40,22 @@ DATASETS = (
     "cub", "folder",     # cross-domain test sets
     "synthetic",         # generated separable images, for tests and smoke runs
 )
-# Episodic methods (meta-trained on tasks by the episodic loop, scored by their own `adapt`).
-EPISODIC_METHODS = ("protonet", "maml", "fomaml", "scl_protonet",
-                    "anil", "metasgd", "metaoptnet", "r2d2", "meta_baseline", "matchingnet")
-# Other ways of learning an embedding that a few-shot study compares SCL with (issue 19).
-EMBEDDING_METHODS = ("simclr", "moco", "byol", "triplet", "npair", "matchingnet")
-METHODS = ("ce", "scl") + EPISODIC_METHODS + tuple(m for m in EMBEDDING_METHODS if m not in EPISODIC_METHODS)
+DEFAULT_METHOD = "scl"       # the package's own method: what a config without `method:` trains
+
+# The method tables, from the registry when asked for (``from scl_plugin.config import METHODS``).
+_METHOD_TABLES = {
+    "METHODS": lambda: method_names(),
+    # meta-trained on tasks by the episodic loop
+    "EPISODIC_METHODS": lambda: method_names(batches="episodes"),
+    # other ways of pretraining an embedding, probed like SCL (no distillation stage)
+    "EMBEDDING_METHODS": lambda: tuple(m for m in method_names(distills=False) if not get_method(m).episodic),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _METHOD_TABLES:
+        return _METHOD_TABLES[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ConfigError(ValueError):
@@ -219,7 +236,7 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    method: str = choices(*METHODS, default="scl")
+    method: str = field(default=DEFAULT_METHOD, metadata={"choices": method_names})   # the registry's names
     seed: int = 0
     run_dir: str = "runs/default"
     data: DataConfig = field(default_factory=DataConfig)
@@ -301,6 +318,7 @@ def _check_choices(obj: Any, prefix: str = "") -> None:
         value = getattr(obj, f.name)
         key = f"{prefix}{f.name}"
         allowed = f.metadata.get("choices")
+        allowed = allowed() if callable(allowed) else allowed
         if allowed and value not in allowed:
             raise ConfigError(f"config key '{key}': got {value!r}, allowed: {', '.join(allowed)}")
         if dataclasses.is_dataclass(value):
@@ -334,9 +352,7 @@ def _check_values(cfg: Config) -> None:
     if cfg.distill.teacher and cfg.distill.generations < 1:
         raise ConfigError("config key 'distill.teacher' needs distill.generations >= 1 (a teacher with no "
                           "student generation trains nothing)")
-    if cfg.train.compile and cfg.method in ("maml", "fomaml"):
-        raise ConfigError(f"config key 'train.compile': not supported with method {cfg.method} (learn2learn's "
-                          f"MAML clones the model every task); set train.compile=false")
+    get_method(cfg.method).check(cfg)          # the method's own refusals (e.g. train.compile)
     for key in ("tau_global", "tau_spatial"):
         if getattr(cfg.loss, key) <= 0:
             raise ConfigError(f"config key 'loss.{key}': must be > 0")

@@ -3,18 +3,18 @@
 ``train(cfg)`` builds data, backbone and method, runs the shared training loop (resuming
 from ``cfg.run_dir`` when checkpoints exist, skipping entirely when ``final.pt`` does) and
 returns the trained module. ``evaluate(module, method, tasks, cfg)`` scores it on episodes.
-Every method goes through these two functions; nothing here is method-specific beyond
-choosing the loss module, the batch source and the few-shot classifier.
+Every method goes through these two functions, and nothing here knows a method: what differs
+between methods is read from the method registry (:mod:`scl_plugin.registry`): the class that
+builds it, its batches (episodes, flat or P x K), its default classifier, whether its backbone
+starts from a parent run, and whether a distillation stage follows.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import signal
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -24,10 +24,9 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from .algorithms import (ANIL, BYOL, R2D2, SCL, Distiller, MAMLMethod, MatchingNetwork, MetaBaseline, MetaOptNet,
-                         MetaSGDMethod, MetricLearning, MoCo, ProtoNet, SimCLR)
+from .algorithms import Distiller
 from .backbones import create_backbone
-from .config import EMBEDDING_METHODS, EPISODIC_METHODS, Config, ConfigError, load_config, to_dict, to_yaml
+from .config import Config, ConfigError, load_config, to_dict, to_yaml
 from . import runs
 from .data import FewShotData, build_fewshot
 from .data.transforms import ImageSet, stats_for
@@ -35,54 +34,45 @@ from .distributed import broadcast_buffers, check_launch
 from .evaluation import SupportAugment
 from .evaluation import evaluate as evaluate_episodes
 from .evaluation.simpleshot import base_mean as simpleshot_base_mean
+from .registry import get_method, method_names
 from . import training
 from .training import CheckpointError, EpisodeBatches, FlatBatches, PKBatches, Trainer, load_checkpoint
 from .utils import atomic_write_text, expand, make_run_dir, seed_everything
 
-EPISODIC = EPISODIC_METHODS
-DEFAULT_CLASSIFIER = {"ce": "logreg", "scl": "logreg", "protonet": "proto_euclidean",
-                      "scl_protonet": "proto_euclidean", "maml": "native", "fomaml": "native",
-                      "anil": "native", "metasgd": "native", "metaoptnet": "native", "r2d2": "native",
-                      "meta_baseline": "native"}
-# Issue 19's embedding methods: linear probe on frozen features, Matching Networks its own attention.
-DEFAULT_CLASSIFIER.update({m: "logreg" for m in EMBEDDING_METHODS}, matchingnet="native")
-# Methods that only fine-tune a pretrained backbone: they need episodic.init_from.
-NEEDS_INIT = {"scl_protonet": "SCL", "meta_baseline": "CE or SCL"}
-
-# Episodic methods built from (backbone, cfg): one line each.
-EPISODIC_BUILDERS: Dict[str, Callable[[nn.Module, Config], nn.Module]] = {
-    "anil": lambda b, c: ANIL(b, c.data.ways, c.data.shots, c.data.queries, c.episodic.inner_lr,
-                              c.episodic.inner_steps, c.episodic.eval_inner_steps, c.episodic.first_order),
-    "metasgd": lambda b, c: MetaSGDMethod(b, c.data.ways, c.data.shots, c.data.queries, c.episodic.inner_lr,
-                                          c.episodic.inner_steps, c.episodic.eval_inner_steps,
-                                          c.episodic.first_order),
-    "metaoptnet": lambda b, c: MetaOptNet(b, c.data.ways, c.data.shots, c.data.queries, c.episodic.svm_C,
-                                          c.episodic.svm_iters, c.episodic.scale_init),
-    "r2d2": lambda b, c: R2D2(b, c.data.ways, c.data.shots, c.data.queries, c.episodic.ridge_lambda,
-                              c.episodic.scale_init),
-    "meta_baseline": lambda b, c: MetaBaseline(b, c.data.ways, c.data.shots, c.data.queries, c.episodic.scale_init),
+# The method tables of earlier versions, now read from the registry when asked for.
+_TABLES = {
+    "EPISODIC": lambda: method_names(batches="episodes"),
+    "DEFAULT_CLASSIFIER": lambda: {m: get_method(m).classifier for m in method_names()},
+    "NEEDS_INIT": lambda: {m: get_method(m).needs_init for m in method_names() if get_method(m).needs_init},
 }
 
 
+def __getattr__(name: str) -> Any:
+    if name in _TABLES:
+        return _TABLES[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def classifier_for(cfg: Config) -> str:
-    return DEFAULT_CLASSIFIER[cfg.method] if cfg.eval.classifier == "auto" else cfg.eval.classifier
+    return get_method(cfg.method).classifier if cfg.eval.classifier == "auto" else cfg.eval.classifier
 
 
 def protocol_for(cfg: Config) -> str:
-    """``eval.protocol`` where it applies (logistic-regression probes of an embedding); ProtoNet
-    and MAML keep their own rule (prototypes, fine-tuning), i.e. ``"pooled"``."""
-    scl = cfg.eval.protocol == "scl" and classifier_for(cfg) in ("logreg", "logreg_sklearn")
-    return "scl" if scl else "pooled"
+    """``eval.protocol`` where it applies (logistic-regression probes of an embedding); a
+    method's own rule (prototypes, fine-tuning) keeps ``"pooled"``."""
+    probe = cfg.eval.protocol != "pooled" and classifier_for(cfg) in ("logreg", "logreg_sklearn")
+    return cfg.eval.protocol if probe else "pooled"
 
 
 def support_augment_for(cfg: Config, tasks: Any = None) -> Optional[SupportAugment]:
-    """The SCL protocol's support augmentation for ``cfg`` (None when it does not apply).
+    """The augmented protocol's support augmentation for ``cfg`` (``eval.support_augment``; None when
+    it does not apply).
 
     The images' kind and normalisation come from the episodes' own ImageSet when ``tasks`` is
     a task set built by :func:`build_fewshot`; otherwise (e.g. the Omniglot challenge runs,
     normalised like omniglot-small) from the test dataset's name.
     """
-    if protocol_for(cfg) != "scl" or cfg.eval.support_augment <= 0:
+    if protocol_for(cfg) == "pooled" or cfg.eval.support_augment <= 0:
         return None
     images = getattr(getattr(tasks, "dataset", None), "dataset", None)
     if isinstance(images, ImageSet):
@@ -104,26 +94,19 @@ def make_accelerator(cfg: Config) -> Accelerator:
 
 # ----------------------------------------------------------------------------- building
 def build_method(cfg: Config, data: FewShotData, *, gather: bool = False, init: bool = True) -> nn.Module:
-    """The method module of ``cfg``; ``init=False`` skips ``episodic.init_from`` (when the
-    weights are about to be loaded from this run's own checkpoint anyway)."""
+    """The method module of ``cfg`` (its registry entry builds it on a fresh backbone); ``data``
+    gives the input shape and classes. A backbone that starts from a parent run
+    (``episodic.init_from``) is loaded from it unless ``init=False`` (when the weights are about
+    to be loaded from this run's own checkpoint anyway)."""
+    entry = get_method(cfg.method)
     backbone = make_backbone(cfg, data.channels, data.image_size)
-    d, e = cfg.data, cfg.episodic
-    if cfg.method in ("ce", "scl"):
-        loss = cfg.loss if cfg.method == "scl" else dataclasses.replace(cfg.loss, lambda_global=0.0, lambda_spatial=0.0)
-        check_spatial_map(cfg, backbone, loss.lambda_spatial)
-        return SCL(backbone, data.num_classes, loss, gather=gather)
-    if cfg.method in NEEDS_INIT and not e.init_from:
-        raise ConfigError(f"method {cfg.method} needs episodic.init_from=<{NEEDS_INIT[cfg.method]} run dir or checkpoint>")
-    if init and e.init_from:
-        init_backbone(backbone, e.init_from)
-    if cfg.method in EPISODIC_BUILDERS:
-        return EPISODIC_BUILDERS[cfg.method](backbone, cfg)
-    if cfg.method in EMBEDDING_METHODS:
-        return build_embedding_method(cfg, backbone, gather=gather)
-    if cfg.method in ("protonet", "scl_protonet"):
-        return ProtoNet(backbone, d.ways, d.shots, d.queries, e.distance)
-    return MAMLMethod(backbone, d.ways, d.shots, d.queries, e.inner_lr, e.inner_steps, e.eval_inner_steps,
-                      first_order=cfg.method == "fomaml")
+    if entry.parent_key == "episodic.init_from":
+        source = cfg.episodic.init_from
+        if entry.needs_init and not source:
+            raise ConfigError(f"method {cfg.method} needs episodic.init_from=<{entry.needs_init} run dir or checkpoint>")
+        if init and source:
+            init_backbone(backbone, source)
+    return entry.build(cfg, backbone, data, gather=gather)
 
 
 def make_backbone(cfg: Config, channels: int, image_size: int) -> nn.Module:
@@ -133,31 +116,6 @@ def make_backbone(cfg: Config, channels: int, image_size: int) -> nn.Module:
     except (ValueError, TypeError) as e:
         raise ConfigError(f"config key 'model.name' ({cfg.model.name}, model.kwargs={cfg.model.kwargs}): "
                           f"{' '.join(str(e).split())}") from None
-
-
-def check_spatial_map(cfg: Config, backbone: nn.Module, lambda_spatial: float) -> None:
-    """The SC loss aligns positions of the feature map: with fewer than 2x2 it compares one
-    position (or one row) with itself, silently. Stop and say how to get a larger map."""
-    h, w = backbone.spatial_shape
-    if lambda_spatial > 0 and min(h, w) < 2:
-        depth = " or model.kwargs.depth=3" if cfg.model.name == "conv4" else ""
-        raise ConfigError(f"the spatial loss (loss.lambda_spatial={lambda_spatial}) needs a feature map of at "
-                          f"least 2x2 but {cfg.model.name} gives {h}x{w} on {cfg.data.image_size}px images: "
-                          f"use a larger data.image_size{depth}, another model.name, or loss.lambda_spatial=0")
-
-
-def build_embedding_method(cfg: Config, backbone: nn.Module, *, gather: bool = False) -> nn.Module:
-    """SimCLR / MoCo v2 / BYOL / triplet / N-pair / Matching Networks from ``cfg.embed``."""
-    m, d = cfg.embed, cfg.data
-    if cfg.method == "simclr":
-        return SimCLR(backbone, m.proj_dim, m.temperature, gather=gather)
-    if cfg.method == "moco":
-        return MoCo(backbone, m.proj_dim, m.queue_size, m.momentum, m.temperature, gather=gather)
-    if cfg.method == "byol":
-        return BYOL(backbone, m.proj_dim, m.hidden_dim, m.momentum)
-    if cfg.method in ("triplet", "npair"):
-        return MetricLearning(backbone, cfg.method, m.proj_dim, m.margin, m.npair_l2)
-    return MatchingNetwork(backbone, d.ways, d.shots, d.queries, fce=m.fce, fce_steps=m.fce_steps)
 
 
 def _final_checkpoint(path: Any) -> Path:
@@ -177,15 +135,27 @@ def _load_weights(module: nn.Module, path: Path, expect: Optional[Dict[str, Any]
                               f"delete it or retrain with --restart, or use another run_dir") from None
 
 
+def backbone_prefix(state: Dict[str, Any]) -> Optional[str]:
+    """Where a method's state dict keeps its backbone: the shortest key prefix ending in a
+    ``backbone`` module (``backbone.``, a distilled student's ``student.backbone.``, a learn2learn
+    wrapper's ``<wrapper>.module.backbone.``; an EMA copy such as ``key_backbone.`` is another module).
+    None: no backbone."""
+    prefixes = set()
+    for key in state:
+        parts = key.split(".")
+        if "backbone" in parts[:-1]:
+            prefixes.add(".".join(parts[:parts.index("backbone") + 1]) + ".")
+    return min(prefixes, key=lambda p: (p.count("."), p)) if prefixes else None
+
+
 def init_backbone(backbone: nn.Module, source: Any) -> None:
-    """Copy backbone weights from an SCL/CE/ProtoNet checkpoint (file or run dir)."""
+    """Copy backbone weights from a finished run's checkpoint (file or run dir), whatever the method."""
     state = load_checkpoint(_final_checkpoint(source))["model"]
-    prefix = next((p for p in ("backbone.", "student.backbone.", "maml.module.backbone.")
-                   if any(k.startswith(p) for k in state)), None)
+    prefix = backbone_prefix(state)
     if prefix is None:
         raise CheckpointError(f"{source}: checkpoint has no backbone weights")
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    # strict=False only for BatchNorm running buffers, which MAML's BN policy removes
+    # strict=False only for BatchNorm running buffers, which a BN policy of batch statistics removes
     missing, unexpected = backbone.load_state_dict(weights, strict=False)
     bad = [k for k in missing + unexpected if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     if bad:
@@ -301,7 +271,8 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
         make_run_dir(run_dir)
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
         runs.stamp_run(cfg, run_dir)
-    if cfg.method in ("ce", "scl") and cfg.distill.teacher:
+    entry = get_method(cfg.method)
+    if entry.distills and cfg.distill.teacher:
         teacher = load_teacher(cfg, data)
         return _distill(cfg, data, teacher, acc, _validator(cfg, data), resume, clock)
     final = run_dir / "train" / "final.pt"
@@ -311,7 +282,7 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
     validate = _validator(cfg, data)
     if final.exists() and resume:
         _load_weights(method, final, meta)
-    elif cfg.method in EPISODIC:
+    elif entry.episodic:
         e = cfg.episodic
         steps = min(100, e.meta_iterations)
         budget = e.meta_iterations if cfg.train.max_steps < 0 else min(e.meta_iterations, cfg.train.max_steps)
@@ -325,14 +296,14 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
         if not result.finished and result.steps >= e.meta_iterations:   # budget reached mid-epoch
             trainer.finalize()
     else:
-        if getattr(method, "pk_batches", False):
+        if entry.batches == "pk":
             batches = PKBatches(data.pretrain_set(), cfg.embed.pk_classes, cfg.embed.pk_images, cfg.seed,
                                 cfg.data.num_workers)
         else:
             two = method.needs_two_views
             batches = FlatBatches(_pretrain_set(cfg, data, two), cfg.data.batch_size, cfg.seed,
                                   cfg.data.num_workers)
-        if hasattr(method, "total_steps"):      # schedules over the whole run (BYOL's EMA rate)
+        if hasattr(method, "total_steps"):      # schedules over the whole run (an EMA rate)
             per_epoch = batches.steps_per_epoch if cfg.train.steps_per_epoch < 1 else \
                 min(batches.steps_per_epoch, cfg.train.steps_per_epoch)
             total = cfg.train.epochs * per_epoch
@@ -342,7 +313,7 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
                           on_checkpoint=clock and clock.tick)
         if not trainer.fit(batches, batches.steps_per_epoch, resume=resume).finished:
             return method          # stopped early (train.max_steps): never distil an unfinished teacher
-    if cfg.method in ("ce", "scl"):
+    if entry.distills:
         method = _distill(cfg, data, method, acc, validate, resume, clock)
     return method
 
@@ -369,7 +340,7 @@ def _pretrain_set(cfg: Config, data: FewShotData, two_view: bool):
     return data.pretrain_set(two_view=two_view)
 
 
-def _distill(cfg: Config, data: FewShotData, teacher: SCL, acc: Accelerator, validate, resume: bool,
+def _distill(cfg: Config, data: FewShotData, teacher: nn.Module, acc: Accelerator, validate, resume: bool,
              clock: Optional[runs.TrainClock] = None) -> nn.Module:
     run_dir, d = expand(cfg.run_dir), cfg.distill
     for g in range(1, d.generations + 1):
@@ -422,12 +393,13 @@ def load_trained(run_dir: Any, data: Any = None, cfg: Optional[Config] = None) -
         raise CheckpointError(f"{run_dir} has not finished training ({missing[0]} missing): "
                               f"resume it with `scl-train {run_dir / 'config.yaml'}` (it continues from its newest "
                               f"checkpoint), then evaluate")
-    if cfg.method in ("ce", "scl") and cfg.distill.teacher:
+    entry = get_method(cfg.method)
+    if entry.distills and cfg.distill.teacher:
         method = load_teacher(cfg, data)
     else:
         method = build_method(cfg, _model_shape(cfg, data), init=False)
         _load_weights(method, run_dir / "train" / "final.pt")
-    if cfg.method in ("ce", "scl"):
+    if entry.distills:
         for g in range(1, cfg.distill.generations + 1):
             # the student's input shape: from the checkpoint's meta (no image read) or the data
             module = Distiller.from_teacher(method, cfg.distill,
@@ -437,9 +409,9 @@ def load_trained(run_dir: Any, data: Any = None, cfg: Optional[Config] = None) -
     return method, cfg
 
 
-def load_teacher(cfg: Config, data: Any = None) -> SCL:
-    """``cfg.distill.teacher``: a finished CE / SCL run directory (:func:`load_trained`), or a
-    released RFS / SCL checkpoint file, built as ``cfg``'s method (ce or scl) on ``resnet12``
+def load_teacher(cfg: Config, data: Any = None) -> nn.Module:
+    """``cfg.distill.teacher``: a finished run directory of a teacher method (:func:`load_trained`),
+    or a released RFS / SCL checkpoint file, built as ``cfg``'s method on ``resnet12``
     with its weights (:func:`build_released`). For a file, ``data`` (a FewShotData) is checked
     to have the classes of the teacher's classifier."""
     source = expand(cfg.distill.teacher)
@@ -454,7 +426,7 @@ def load_teacher(cfg: Config, data: Any = None) -> SCL:
     logits = d.lambda_kd > 0 or d.lambda_ce > 0
     if logits and ckpt.num_classes is None:
         raise ConfigError(f"distill.teacher={source} has no linear classifier: KD needs the teacher's logits "
-                          f"(and CE its classes); set distill.lambda_kd=0 distill.lambda_ce=0 to distil features only")
+                          f"(and the distillation's cross-entropy its classes); set distill.lambda_kd=0 distill.lambda_ce=0 to distil features only")
     n = getattr(data, "num_classes", None)
     if logits and n is not None and ckpt.num_classes != n:
         raise ConfigError(f"distill.teacher={source} classifies {ckpt.num_classes} classes but the training split "
@@ -467,26 +439,23 @@ def load_teacher(cfg: Config, data: Any = None) -> SCL:
 
 def build_released(cfg: Config, path: Any) -> Tuple[nn.Module, Any]:
     """``(method, checkpoint)``: ``cfg``'s method on our ``resnet12`` with the weights of a released
-    RFS / SCL checkpoint file (:mod:`scl_plugin.backbones.rfs`). Always the backbone; for CE / SCL
-    also the linear classifier and, from SCL's code, the projection head and spatial attention
-    (``loss.proj_dim`` becomes the file's ``d'``). The model's shape comes from the file and the
-    config, so no training image is read. Raises ``RFSCheckpointError`` for a file that does not fit."""
-    from .backbones.rfs import load_into_scl, load_rfs_weights, read_released
+    RFS / SCL checkpoint file (:mod:`scl_plugin.backbones.rfs`): what the method takes of it
+    (``load_released``; the backbone always, a teacher method also the linear classifier and, from
+    SCL's code, the projection head and spatial attention, its config adjusted to the file's shapes by
+    ``released_config``). The model's shape comes from the file and the config, so no training
+    image is read. Raises ``RFSCheckpointError`` for a file that does not fit."""
+    from .backbones.rfs import read_released
     from .data.fewshot import channels_for
     if cfg.model.name != "resnet12":
         raise ConfigError(f"released RFS / SCL checkpoints are ResNet-12: set model.name=resnet12 "
                           f"(config has {cfg.model.name!r})")
     ckpt = read_released(path)
-    if cfg.method in ("ce", "scl") and ckpt.proj_dim and ckpt.proj_dim != cfg.loss.proj_dim:
-        cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, proj_dim=ckpt.proj_dim))
+    cfg = get_method(cfg.method).cls.released_config(cfg, ckpt)
     # the classifier keeps the checkpoint's classes (few-shot evaluation does not use it)
     shape = SimpleNamespace(num_classes=ckpt.num_classes or 1, channels=channels_for(cfg.data.dataset),
                             image_size=cfg.data.image_size)
     method = build_method(cfg, shape, init=False)
-    if isinstance(method, SCL):
-        load_into_scl(method, ckpt)
-    else:
-        load_rfs_weights(method.backbone.model, ckpt)
+    method.load_released(ckpt)
     return method, ckpt
 
 

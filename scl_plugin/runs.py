@@ -13,7 +13,7 @@ a result is never silently served for settings, data or parents it was not train
 
     from scl_plugin.config import load_config
     from scl_plugin.runs import stamp_run
-    cfg = load_config("configs/scl.yaml", ["run_dir=runs/scl"])
+    cfg = load_config("my_config.yaml", ["run_dir=runs/old"])
     stamp_run(cfg)     # mark a run trained by an older version with these (known) settings
 
 Evaluation caches are keyed by :func:`eval_key`: the whole ``eval`` section, the episode
@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
-from .config import EPISODIC_METHODS, Config, ConfigError
+from .config import Config, ConfigError
+from .registry import get_method
 from .utils import RunDirError, atomic_write_json, expand, make_run_dir
 
 
@@ -46,7 +47,6 @@ __all__ = ["weight_settings", "settings_fingerprint", "input_identity", "stamp_r
 
 SETTINGS_FILE = "settings.json"
 TIME_FILE = "train_time.json"
-EPISODIC = EPISODIC_METHODS      # every method trained by the episodic loop
 
 # Keys that never change the trained weights (evaluation, bookkeeping, where files are).
 # Validation (val_episodes, episode_seed, train.validate) only picks best.pt, never final.pt.
@@ -61,7 +61,7 @@ _NOT_WEIGHTS = {
 _NOT_EPISODIC = {"loss", "distill", "data.batch_size", "train.epochs", "train.lr", "train.momentum",
                  "train.weight_decay", "train.optimizer", "train.schedule", "train.lr_decay_epochs",
                  "train.lr_decay_rate"}
-# Flat pretraining (CE/SCL) ignores the episode shape and the meta-learning section.
+# Flat pretraining ignores the episode shape and the meta-learning section.
 _NOT_FLAT = {"episodic", "data.ways", "data.shots", "data.queries", "data.train_episodes"}
 
 
@@ -83,10 +83,11 @@ def _excluded(key: str, skip: set) -> bool:
 
 def weight_settings(cfg: Config) -> Dict[str, Any]:
     """The flat ``{dotted key: value}`` of every setting that changes ``cfg``'s trained weights."""
-    skip = set(_NOT_WEIGHTS) | (_NOT_EPISODIC if cfg.method in EPISODIC else _NOT_FLAT)
-    if cfg.method not in EPISODIC and cfg.distill.generations == 0:
+    method = get_method(cfg.method)
+    skip = set(_NOT_WEIGHTS) | (_NOT_EPISODIC if method.episodic else _NOT_FLAT)
+    if not method.episodic and cfg.distill.generations == 0:
         skip.add("distill")
-    if cfg.method in ("ce", "scl") and cfg.distill.teacher:       # pretraining comes from the teacher
+    if method.distills and cfg.distill.teacher:       # pretraining comes from the teacher
         # a released checkpoint file is built as this config's method: its loss settings count
         skip |= {"train.epochs", "train.lr"} | (set() if _released(cfg.distill.teacher) else {"loss"})
     flat = _flatten(dataclasses.asdict(cfg))
@@ -108,7 +109,7 @@ def stamp_run(cfg: Config, run_dir: Any = None) -> Path:
     Use it to adopt a run trained by an older version (no ``settings.json``) when you know
     the settings it was trained with::
 
-        stamp_run(load_config("configs/scl.yaml", ["run_dir=runs/old"]))
+        stamp_run(load_config("my_config.yaml", ["run_dir=runs/old"]))
     """
     path = expand(run_dir if run_dir is not None else cfg.run_dir) / SETTINGS_FILE
     atomic_write_json(path, {"fingerprint": settings_fingerprint(cfg), "settings": weight_settings(cfg),
@@ -120,22 +121,18 @@ def stamp_run(cfg: Config, run_dir: Any = None) -> Path:
 def final_checkpoints(cfg: Config) -> List[Path]:
     """The files whose presence means ``cfg``'s training is complete (its last stage last)."""
     run_dir = expand(cfg.run_dir)
-    flat = cfg.method in ("ce", "scl")
-    files = [] if (flat and cfg.distill.teacher) else [run_dir / "train" / "final.pt"]
-    if flat:
+    distills = get_method(cfg.method).distills
+    files = [] if (distills and cfg.distill.teacher) else [run_dir / "train" / "final.pt"]
+    if distills:
         files += [run_dir / f"distill-{g}" / "final.pt" for g in range(1, cfg.distill.generations + 1)]
     return files
 
 
 def parents(cfg: Config) -> Dict[str, str]:
     """``{config key: path}`` of the runs (or checkpoint files) ``cfg`` starts from."""
-    out = {}
-    if cfg.method in ("ce", "scl"):
-        if cfg.distill.teacher:
-            out["distill.teacher"] = cfg.distill.teacher
-    elif cfg.episodic.init_from:
-        out["episodic.init_from"] = cfg.episodic.init_from
-    return out
+    key = get_method(cfg.method).parent_key
+    source = cfg.distill.teacher if key == "distill.teacher" else cfg.episodic.init_from
+    return {key: source} if source else {}
 
 
 def parent_checkpoints(source: Any) -> List[Path]:

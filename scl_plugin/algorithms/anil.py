@@ -12,72 +12,67 @@ as :class:`~scl_plugin.algorithms.MAMLMethod` does.
 
 Example::
 
-    method = ANIL(backbone, ways=5, shots=1, queries=15, inner_lr=0.1, inner_steps=5)
-    loss, metrics = method.loss(tasks)
-    logits = method.adapt(xs, ys)(xq)
+    >>> import torch
+    >>> from scl_plugin.backbones import create_backbone
+    >>> method = ANIL(create_backbone("conv4", in_chans=1, image_size=28, hidden=8), ways=5, shots=1, queries=2,
+    ...               inner_lr=0.1, inner_steps=2)
+    >>> tasks = [(torch.randn(15, 1, 28, 28), torch.arange(5).repeat(3)) for _ in range(2)]
+    >>> loss, metrics = method.loss(tasks)
+    >>> method.adapt(torch.randn(5, 1, 28, 28), torch.arange(5))(torch.randn(3, 1, 28, 28)).shape
+    torch.Size([3, 5])
 """
 from __future__ import annotations
-
-from typing import Any, Dict, List, Sequence, Tuple
 
 import learn2learn as l2l
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import split_support_query
-from ..evaluation.features import model_device
+from ..registry import register_method
+from .base import EpisodicMethod
+from .learners import check_labels
 from .maml import widen_head
 
 
-class ANIL(nn.Module):
+@register_method("anil", batches="episodes", classifier="native")
+class ANIL(EpisodicMethod):
     def __init__(self, backbone: nn.Module, ways: int, shots: int, queries: int, inner_lr: float = 0.1,
                  inner_steps: int = 5, eval_inner_steps: int = 10, first_order: bool = False):
-        super().__init__()
-        self.backbone = backbone
+        super().__init__(backbone, ways, shots, queries)
         self.head = l2l.algorithms.MAML(nn.Linear(backbone.feature_dim, ways), lr=inner_lr, first_order=first_order)
-        self.ways, self.shots, self.queries = ways, shots, queries
         self.inner_steps, self.eval_inner_steps = inner_steps, eval_inner_steps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+    @classmethod
+    def from_config(cls, cfg, backbone, data=None, *, gather=False, **options):
+        e = cfg.episodic
+        return super().from_config(cfg, backbone, data, inner_lr=e.inner_lr, inner_steps=e.inner_steps,
+                                   eval_inner_steps=e.eval_inner_steps, first_order=e.first_order, **options)
 
-    def _adapt_head(self, fs: torch.Tensor, ys: torch.Tensor, steps: int, first_order=None) -> nn.Module:
+    def _adapt_head(self, fs: torch.Tensor, ys: torch.Tensor, steps: int, ways: int, first_order=None) -> nn.Module:
         learner = self.head.clone(first_order=first_order)
-        ways = int(ys.max()) + 1
         if ways != self.ways:
             learner.module = widen_head(learner.module, ways)
         for _ in range(steps):
             learner.adapt(F.cross_entropy(learner(fs), ys), first_order=first_order)
         return learner
 
-    def loss(self, tasks: List[Sequence[torch.Tensor]]) -> Tuple[torch.Tensor, Dict[str, Any]]:
-        emb = self.backbone(torch.cat([x for x, _ in tasks])).split([x.shape[0] for x, _ in tasks])
-        losses, accs = [], []
-        for e, (_, y) in zip(emb, tasks):
-            fs, ys, fq, yq = split_support_query(e, y.to(e.device), self.ways, self.shots, self.queries)
-            logits = self._adapt_head(fs, ys, self.inner_steps)(fq)
-            losses.append(F.cross_entropy(logits, yq))
-            accs.append((logits.argmax(-1) == yq).float().mean())
-        loss = torch.stack(losses).mean()
-        return loss, {"loss": loss.detach(), "acc": torch.stack(accs).mean().detach()}
+    def task_logits(self, support, support_y, query, ways):
+        return self._adapt_head(support, support_y, self.inner_steps, ways)(query)
 
-    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, **_: Any) -> nn.Module:
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> nn.Module:
         """Head adapted on frozen support features (eval-mode backbone, first-order steps)."""
-        self.eval()
-        device = model_device(self)
-        with torch.no_grad():
-            fs = self.backbone(support_x.to(device))
+        ways = check_labels(support_y)
+        fs = self.embed(support_x)
         with torch.enable_grad():
-            head = self._adapt_head(fs, support_y.to(device), self.eval_inner_steps, first_order=True)
-        return _HeadOnFeatures(self.backbone, head, device)
+            head = self._adapt_head(fs, support_y.to(fs.device), self.eval_inner_steps, ways, first_order=True)
+        return _HeadOnFeatures(self, head)
 
 
 class _HeadOnFeatures(nn.Module):
-    def __init__(self, backbone: nn.Module, head: nn.Module, device: torch.device):
+    def __init__(self, method: ANIL, head: nn.Module):
         super().__init__()
-        self.backbone, self.head, self.device = backbone, head, device
+        self.method, self.head = method, head
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x.to(self.device)))
+        return self.head(self.method.embed(x))

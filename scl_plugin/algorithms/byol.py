@@ -4,13 +4,19 @@ Online: backbone -> projector -> predictor; target: EMA copy of backbone -> proj
 loss is the symmetrised normalised MSE ``byol_loss(p1, z2) + byol_loss(p2, z1)``. The EMA
 rate follows the paper's cosine schedule from ``momentum`` (tau_base, 0.996) to 1 over
 ``total_steps`` (set by the training pipeline; 0 = constant). The target is updated before
-the forward of each training step, i.e. right after the previous optimizer step::
+the forward of each training step, i.e. right after the previous optimizer step. Projector and
+predictor are Linear-BN-ReLU-Linear MLPs (the paper's 4096 -> 256 scaled to ``hidden_dim`` -> ``proj_dim``).
 
-    method = BYOL(backbone, proj_dim=128, hidden_dim=256, momentum=0.996, total_steps=1000)
-    loss, metrics = method.loss(((view1, view2), labels))   # labels are ignored
+Example::
 
-Projector and predictor are Linear-BN-ReLU-Linear MLPs (the paper's 4096 -> 256 scaled to
-``hidden_dim`` -> ``proj_dim``).
+    >>> import torch
+    >>> from scl_plugin.backbones import create_backbone
+    >>> method = BYOL(create_backbone("conv4", in_chans=1, image_size=28, hidden=8), proj_dim=16, hidden_dim=32,
+    ...               momentum=0.996, total_steps=1000)
+    >>> views, labels = (torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28)), torch.arange(4)
+    >>> loss, metrics = method.loss((views, labels))          # labels are ignored
+    >>> int(method.ema_step)                                 # the target moved once
+    1
 """
 from __future__ import annotations
 
@@ -21,7 +27,8 @@ from torch import nn
 
 from ..losses import byol_loss
 from .ema import byol_momentum, ema_update, frozen_copy
-from .learners import EmbeddingMethod
+from ..registry import register_method
+from .base import EmbeddingMethod
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -29,6 +36,7 @@ def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
                          nn.Linear(hidden, out_dim))
 
 
+@register_method("byol", batches="flat", classifier="logreg")
 class BYOL(EmbeddingMethod):
     needs_two_views = True
 
@@ -42,6 +50,11 @@ class BYOL(EmbeddingMethod):
         self.target_backbone, self.target_projector = frozen_copy(backbone), frozen_copy(self.projector)
         self.base_momentum, self.total_steps = momentum, total_steps
         self.register_buffer("ema_step", torch.zeros((), dtype=torch.long))
+
+    @classmethod
+    def from_config(cls, cfg, backbone, data=None, *, gather=False, **options):
+        m = cfg.embed
+        return cls(backbone, m.proj_dim, m.hidden_dim, m.momentum, **options)
 
     def current_momentum(self) -> float:
         return byol_momentum(int(self.ema_step), self.total_steps, self.base_momentum)

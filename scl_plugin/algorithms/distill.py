@@ -9,12 +9,8 @@ backbone embedding, so the projection head receives no gradient; ``"projection"`
 projection head's outputs instead. Both networks see the same batch (one view by default); the
 teacher is an :class:`SCL` in eval mode whose parameters never receive gradients. Repeating
 with the student as the next teacher gives further generations (``distill.generations``).
-
-Usage::
-
-    distiller = Distiller.from_teacher(teacher, DistillConfig(),
-                                       new_backbone=lambda: create_backbone(ModelConfig("resnet12")))
-    loss, metrics = distiller.loss((x, y))
+In the pipeline this is the stage that follows a teacher method's training (the registry's
+``distills``), generation after generation.
 """
 from __future__ import annotations
 
@@ -27,17 +23,33 @@ from torch import nn
 
 from ..config import DistillConfig
 from ..losses import cd_loss, kd_loss
+from .base import EmbeddingMethod
 from .scl import SCL
 
 
-class Distiller(nn.Module):
+class Distiller(EmbeddingMethod):
     """Contrastive distillation of a frozen :class:`SCL` teacher into a fresh student.
+
+    Arguments:
+        teacher: the trained :class:`SCL` (frozen, kept out of the state dict).
+        student: the :class:`SCL` that learns; :meth:`from_teacher` builds one.
+        cfg: the loss weights and options (:class:`~scl_plugin.config.DistillConfig`).
 
     Example::
 
-        distiller = Distiller.from_teacher(trained_scl, DistillConfig(lambda_kd=1.0, lambda_cd=10.0))
-        loss, metrics = distiller.loss(((view1, view2), labels))
-        student = distiller.student                       # an SCL: student.adapt(xs, ys)
+        >>> import torch
+        >>> from scl_plugin.backbones import create_backbone
+        >>> new_backbone = lambda: create_backbone("conv4", in_chans=1, image_size=28, hidden=8)
+        >>> trained_scl = SCL(new_backbone(), num_classes=4, lambda_global=1.0)
+        >>> distiller = Distiller.from_teacher(trained_scl, DistillConfig(lambda_kd=1.0, lambda_cd=10.0),
+        ...                                    new_backbone=new_backbone)
+        >>> views, labels = (torch.randn(8, 1, 28, 28), torch.randn(8, 1, 28, 28)), torch.arange(4).repeat(2)
+        >>> loss, metrics = distiller.loss((views, labels))
+        >>> sorted(metrics)
+        ['cd', 'kd', 'loss']
+        >>> student = distiller.student                  # an SCL: student.adapt(xs, ys)
+        >>> student.adapt(torch.randn(4, 1, 28, 28), torch.arange(4))(torch.randn(2, 1, 28, 28)).shape
+        torch.Size([2, 4])
     """
 
     # DDP: the student's projection head and attention are kept for a later stage but unused here
@@ -72,9 +84,6 @@ class Distiller(nn.Module):
                     m.reset_parameters()
         return cls(teacher, student.requires_grad_(True).train(), cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.student(x)
-
     @property
     def backbone(self) -> nn.Module:
         return self.student.backbone
@@ -108,6 +117,3 @@ class Distiller(nn.Module):
             metrics["ce"] = ce.detach()
         metrics["loss"] = total.detach()
         return total, metrics
-
-    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, **kwargs: Any):
-        return self.student.adapt(support_x, support_y, **kwargs)

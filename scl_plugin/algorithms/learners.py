@@ -9,13 +9,12 @@ CL2N features (``base_mean=`` required). This is the per-episode
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..evaluation.features import model_device
+from ..evaluation.classifiers import prototypes
+from ..evaluation.features import eval_mode, model_device
 from ..evaluation.logreg import decision_function, fit_logreg
 from ..evaluation.simpleshot import cl2n
 
@@ -36,8 +35,13 @@ class FeatureLearner(nn.Module):
 
     Example::
 
-        learner = FeatureLearner.fit(backbone, support_x, support_y, classifier="logreg", C=1.0)
-        predictions = learner(query_x).argmax(-1)
+        >>> from scl_plugin.backbones import create_backbone
+        >>> backbone = create_backbone("conv4", in_chans=1, image_size=28, hidden=8)
+        >>> support_x, support_y = torch.randn(6, 1, 28, 28), torch.tensor([0, 0, 1, 1, 2, 2])
+        >>> learner = FeatureLearner.fit(backbone, support_x, support_y, classifier="logreg", C=1.0)
+        >>> predictions = learner(torch.randn(4, 1, 28, 28)).argmax(-1)
+        >>> predictions.shape
+        torch.Size([4])
     """
 
     def __init__(self, backbone: nn.Module, classifier: str, ways: int, W=None, b=None, protos=None,
@@ -49,13 +53,9 @@ class FeatureLearner(nn.Module):
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised features; CL2N (centred on the base mean first) for SimpleShot."""
-        was_training = self.backbone.training
-        self.backbone.eval()
-        try:
+        with eval_mode(self.backbone):
             z = self.backbone(x.to(model_device(self.backbone)))
             return cl2n(z, self.base_mean) if self.classifier == "simpleshot" else F.normalize(z, dim=-1)
-        finally:
-            self.backbone.train(was_training)
 
     @classmethod
     def fit(cls, backbone: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
@@ -69,8 +69,7 @@ class FeatureLearner(nn.Module):
         if classifier == "logreg":
             learner.W, learner.b = fit_logreg(z[None], support_y[None], ways, C=C)
         elif classifier in ("proto_cosine", "proto_euclidean", "simpleshot"):
-            protos = torch.zeros(ways, z.shape[-1], dtype=z.dtype, device=z.device).index_add(0, support_y, z)
-            learner.protos = protos / torch.bincount(support_y, minlength=ways).clamp(min=1)[:, None]
+            learner.protos = prototypes(z, support_y, ways)
         else:
             raise ValueError(f"unknown classifier {classifier!r}: use logreg, proto_cosine, proto_euclidean "
                              f"or simpleshot")
@@ -84,20 +83,3 @@ class FeatureLearner(nn.Module):
         if self.classifier == "proto_cosine":
             return z @ F.normalize(self.protos, dim=-1).T
         return -torch.cdist(z, self.protos).pow(2)
-
-
-class EmbeddingMethod(nn.Module):
-    """Base of the methods that pretrain ``self.backbone`` with an embedding loss (SimCLR, MoCo,
-    BYOL, triplet, N-pair): evaluated like SCL, with a classifier on frozen, L2-normalised
-    features (``adapt``), and ``forward`` = pooled backbone features."""
-
-    backbone: nn.Module
-    needs_two_views = False     # flat batches of ((view1, view2), y) instead of (x, y)
-    pk_batches = False          # P classes x K images batches (embed.pk_classes x embed.pk_images)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, classifier: str = "logreg",
-              **kwargs: Any) -> FeatureLearner:
-        return FeatureLearner.fit(self.backbone, support_x, support_y, classifier=classifier, **kwargs)

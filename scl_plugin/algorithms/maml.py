@@ -12,16 +12,15 @@ and running buffers are never written.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
-
 import learn2learn as l2l
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import maml_bn_policy
-from ..data import split_support_query
-from ..evaluation.features import model_device
+from ..evaluation.features import eval_mode, model_device
+from ..registry import register_method
+from .base import EpisodicMethod
 from .learners import check_labels
 
 
@@ -49,32 +48,53 @@ def widen_head(head: nn.Linear, ways: int) -> nn.Linear:
     return new
 
 
-class MAMLMethod(nn.Module):
+@register_method("fomaml", batches="episodes", classifier="native", first_order=True)
+@register_method("maml", batches="episodes", classifier="native")
+class MAMLMethod(EpisodicMethod):
     """(First-order) MAML through ``learn2learn.algorithms.MAML`` on a backbone + linear head.
+
+    Each task's ``task_logits`` clones the meta-model, takes ``inner_steps`` steps on the support
+    images and scores the query images; ``adapt`` takes ``eval_inner_steps`` first-order steps.
+
+    Arguments:
+        backbone: images -> pooled features (its BatchNorm layers switched to batch statistics).
+        ways, shots, queries: the training episodes' shape (the head has ``ways`` outputs).
+        inner_lr, inner_steps, eval_inner_steps: the inner loop, in training and at test time.
+        first_order: first-order meta-gradient (FOMAML).
 
     Example::
 
-        maml = MAMLMethod(create_backbone("conv4", in_chans=1, image_size=28), ways=5, shots=1, queries=15,
-                          first_order=True)
-        loss, metrics = maml.loss(meta_batch)             # list of (x, y) tasks
-        learner = maml.adapt(support_x, support_y)        # eval_inner_steps steps on the support set
-        logits = learner(query_x)
+        >>> import torch
+        >>> from scl_plugin.backbones import create_backbone
+        >>> maml = MAMLMethod(create_backbone("conv4", in_chans=1, image_size=28, hidden=8), ways=5, shots=1,
+        ...                   queries=2, first_order=True)
+        >>> meta_batch = [(torch.randn(15, 1, 28, 28), torch.arange(5).repeat(3)) for _ in range(2)]
+        >>> loss, metrics = maml.loss(meta_batch)            # list of (x, y) tasks
+        >>> learner = maml.adapt(torch.randn(5, 1, 28, 28), torch.arange(5))   # eval_inner_steps steps
+        >>> learner(torch.randn(3, 1, 28, 28)).shape
+        torch.Size([3, 5])
     """
+
+    embeds_tasks = False     # the backbone runs inside each task's clone
+    compile_unsupported = "learn2learn's MAML clones the model every task"
 
     def __init__(self, backbone: nn.Module, ways: int, shots: int, queries: int, inner_lr: float = 0.4,
                  inner_steps: int = 1, eval_inner_steps: int = 3, first_order: bool = False):
-        super().__init__()
+        super().__init__(None, ways, shots, queries)
         maml_bn_policy(backbone)
         self.maml = l2l.algorithms.MAML(_Classifier(backbone, ways), lr=inner_lr, first_order=first_order)
-        self.ways, self.shots, self.queries = ways, shots, queries
         self.inner_steps, self.eval_inner_steps = inner_steps, eval_inner_steps
+
+    @classmethod
+    def from_config(cls, cfg, backbone, data=None, *, gather=False, **options):
+        e = cfg.episodic
+        options = {"first_order": False, **options}
+        return super().from_config(cfg, backbone, data, inner_lr=e.inner_lr, inner_steps=e.inner_steps,
+                                   eval_inner_steps=e.eval_inner_steps, **options)
 
     @property
     def backbone(self) -> nn.Module:
         return self.maml.module.backbone
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
 
     def _clone(self, first_order=None) -> nn.Module:
         return self.maml.clone(first_order=first_order)
@@ -82,32 +102,25 @@ class MAMLMethod(nn.Module):
     def _widen(self, learner: nn.Module, ways: int) -> None:
         learner.module.head = widen_head(learner.module.head, ways)
 
-    def _adapt(self, xs: torch.Tensor, ys: torch.Tensor, steps: int, first_order=None):
+    def _adapt(self, xs: torch.Tensor, ys: torch.Tensor, steps: int, ways: int, first_order=None):
         learner = self._clone(first_order)
-        ways = int(ys.max()) + 1
         if ways != self.ways:
             self._widen(learner, ways)
         for _ in range(steps):
             learner.adapt(F.cross_entropy(learner(xs), ys), first_order=first_order)
         return learner
 
-    def loss(self, tasks: List[Sequence[torch.Tensor]]) -> Tuple[torch.Tensor, Dict[str, Any]]:
-        losses, accs = [], []
-        for x, y in tasks:
-            xs, ys, xq, yq = split_support_query(x, y, self.ways, self.shots, self.queries)
-            learner = self._adapt(xs, ys, self.inner_steps)
-            logits = learner(xq)
-            losses.append(F.cross_entropy(logits, yq))
-            accs.append((logits.argmax(-1) == yq).float().mean())
-        loss = torch.stack(losses).mean()
-        return loss, {"loss": loss.detach(), "acc": torch.stack(accs).mean().detach()}
+    def task_logits(self, support, support_y, query, ways):
+        return self._adapt(support, support_y, self.inner_steps, ways)(query)
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> nn.Module:
-        """Adapted learner for evaluation (first-order inner steps: no meta-gradient needed)."""
-        check_labels(support_y)
+        """Adapted learner for evaluation (first-order inner steps: no meta-gradient needed), in
+        eval mode; the method's own mode is restored."""
+        ways = check_labels(support_y)
         device = model_device(self)
-        with torch.enable_grad():
-            learner = self._adapt(support_x.to(device), support_y.to(device), self.eval_inner_steps, first_order=True)
+        with eval_mode(self), torch.enable_grad():
+            learner = self._adapt(support_x.to(device), support_y.to(device), self.eval_inner_steps, ways,
+                                  first_order=True)
         return _Detached(learner, device)
 
 

@@ -9,38 +9,43 @@ and the loss is the query NLL, averaged over a meta-batch of tasks. Without full
 embeddings (the default) ``f = g = backbone``. With ``fce=True`` the support embeddings are
 read by a bidirectional LSTM (``g(x_i) = g'(x_i) + h_fw_i + h_bw_i``) and each query embedding
 is refined by ``fce_steps`` steps of an attention LSTM over them (the paper's Appendix A).
-learn2learn has no Matching Networks module, hence this short one::
+learn2learn has no Matching Networks module, hence this short one. Its options live in the
+``embed`` section (``embed.fce``, ``embed.fce_steps``); it is trained on episodes.
 
-    method = MatchingNetwork(backbone, ways=5, shots=1, queries=15)
-    loss, metrics = method.loss(tasks)                  # tasks: [(x, y), ...] episodes
-    logits = method.adapt(support_x, support_y)(query_x)  # log-probabilities
+Example::
+
+    >>> from scl_plugin.backbones import create_backbone
+    >>> backbone = create_backbone("conv4", in_chans=1, image_size=28, hidden=8)
+    >>> method = MatchingNetwork(backbone, ways=5, shots=1, queries=2, fce=True)     # full-context embeddings
+    >>> loss, metrics = method.loss([(torch.randn(15, 1, 28, 28), torch.arange(5).repeat(3))])   # one episode
+    >>> log_probs = method.adapt(torch.randn(5, 1, 28, 28), torch.arange(5))(torch.randn(3, 1, 28, 28))
+    >>> log_probs.exp().sum(-1).allclose(torch.ones(3))
+    True
 """
 from __future__ import annotations
-
-from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import split_support_query
-from ..evaluation.features import model_device
+from ..registry import register_method
+from .base import EpisodicMethod
 
 
-class MatchingNetwork(nn.Module):
+@register_method("matchingnet", batches="episodes", classifier="native")
+class MatchingNetwork(EpisodicMethod):
     def __init__(self, backbone: nn.Module, ways: int, shots: int, queries: int, fce: bool = False,
                  fce_steps: int = 1):
-        super().__init__()
-        self.backbone = backbone
-        self.ways, self.shots, self.queries = ways, shots, queries
+        super().__init__(backbone, ways, shots, queries)
         self.fce, self.fce_steps = fce, fce_steps
         d = backbone.feature_dim
         if fce:
             self.support_lstm = nn.LSTM(d, d, batch_first=True, bidirectional=True)
             self.query_cell = nn.LSTMCell(d, d)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+    @classmethod
+    def from_config(cls, cfg, backbone, data=None, *, gather=False, **options):
+        return super().from_config(cfg, backbone, data, fce=cfg.embed.fce, fce_steps=cfg.embed.fce_steps, **options)
 
     def _support(self, g: torch.Tensor) -> torch.Tensor:
         if not self.fce:
@@ -59,8 +64,8 @@ class MatchingNetwork(nn.Module):
             r = torch.softmax(h @ g.t(), dim=1) @ g
         return h
 
-    def log_probs(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor,
-                  ways: int) -> torch.Tensor:
+    def task_logits(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor,
+                    ways: int) -> torch.Tensor:
         """(n_query, ways) log P(y | query) from support / query embeddings."""
         g = self._support(support)
         f = self._query(query, g)
@@ -68,31 +73,8 @@ class MatchingNetwork(nn.Module):
         probs = att @ F.one_hot(support_y, ways).to(att.dtype)
         return probs.clamp_min(1e-12).log()
 
-    def loss(self, tasks: List[Sequence[torch.Tensor]]) -> Tuple[torch.Tensor, Dict[str, Any]]:
-        xs = torch.cat([x for x, _ in tasks])          # one forward for the meta-batch, as ProtoNet
-        emb = self.backbone(xs).split([x.shape[0] for x, _ in tasks])
-        losses, accs = [], []
-        for e, (_, y) in zip(emb, tasks):
-            es, ys, eq, yq = split_support_query(e, y, self.ways, self.shots, self.queries)
-            logp = self.log_probs(es, ys, eq, self.ways)
-            losses.append(F.nll_loss(logp, yq))
-            accs.append((logp.argmax(-1) == yq).float().mean())
-        loss = torch.stack(losses).mean()
-        return loss, {"loss": loss.detach(), "acc": torch.stack(accs).mean().detach()}
+    log_probs = task_logits
 
-    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, **_: Any) -> "_MatchingLearner":
-        self.eval()
-        return _MatchingLearner(self, support_x, support_y)
-
-
-class _MatchingLearner(nn.Module):
-    def __init__(self, net: MatchingNetwork, support_x: torch.Tensor, support_y: torch.Tensor):
-        super().__init__()
-        self.net, self.device = net, model_device(net)
-        self.ways = int(support_y.max()) + 1
-        with torch.no_grad():
-            self.support, self.support_y = net.backbone(support_x.to(self.device)), support_y.to(self.device)
-
-    @torch.no_grad()
-    def forward(self, query_x: torch.Tensor) -> torch.Tensor:
-        return self.net.log_probs(self.support, self.support_y, self.net.backbone(query_x.to(self.device)), self.ways)
+    def task_loss(self, logits: torch.Tensor, query_y: torch.Tensor) -> torch.Tensor:
+        """The query NLL (``task_logits`` are already log-probabilities)."""
+        return F.nll_loss(logits, query_y)

@@ -8,23 +8,34 @@ which is the paper's two-stage recipe; the whole backbone is fine-tuned.
 
 Example::
 
-    method = MetaBaseline(backbone, ways=5, shots=1, queries=15, scale_init=10.0)
-    loss, metrics = method.loss(tasks)
-    logits = method.adapt(xs, ys)(xq)
+    >>> import torch
+    >>> from scl_plugin.backbones import create_backbone
+    >>> method = MetaBaseline(create_backbone("conv4", in_chans=1, image_size=28, hidden=8), ways=5, shots=1,
+    ...                       queries=2, scale_init=10.0)
+    >>> tasks = [(torch.randn(15, 1, 28, 28), torch.arange(5).repeat(3)) for _ in range(2)]
+    >>> loss, metrics = method.loss(tasks)
+    >>> method.adapt(torch.randn(5, 1, 28, 28), torch.arange(5))(torch.randn(3, 1, 28, 28)).shape
+    torch.Size([3, 5])
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .episodic_head import EpisodicHead
+from ..registry import register_method
+from .base import EpisodicMethod
 from .protonet import prototype_logits
 
 
-class MetaBaseline(EpisodicHead):
+@register_method("meta_baseline", batches="episodes", classifier="native", needs_init="CE or SCL")
+class MetaBaseline(EpisodicMethod):
     def __init__(self, backbone: nn.Module, ways: int, shots: int, queries: int, scale_init: float = 10.0):
         super().__init__(backbone, ways, shots, queries)
         self.scale = nn.Parameter(torch.tensor(float(scale_init)))
 
-    def logits(self, support, support_y, query, ways):
+    @classmethod
+    def from_config(cls, cfg, backbone, data=None, *, gather=False, **options):
+        return super().from_config(cfg, backbone, data, scale_init=cfg.episodic.scale_init, **options)
+
+    def task_logits(self, support, support_y, query, ways):
         return prototype_logits(support, support_y, query, ways, distance="cosine", scale=self.scale)

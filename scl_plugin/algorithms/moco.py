@@ -4,15 +4,22 @@ The query encoder is ``backbone`` + MLP head; the key encoder is its EMA copy (`
 0.999 in the paper), updated before the keys of each step are computed. Each query's positive
 is the key of the other view of its image; the negatives are the ``queue_size`` most recent
 keys (initialised random unit vectors). After the loss, this step's keys enter the queue,
-oldest first out (a ring buffer, ``queue_ptr`` the next slot)::
-
-    method = MoCo(backbone, queue_size=4096, momentum=0.999, temperature=0.2)
-    loss, metrics = method.loss(((view1, view2), labels))   # labels are ignored
+oldest first out (a ring buffer, ``queue_ptr`` the next slot).
 
 Several processes: keys of every process are gathered (rank order) before they are enqueued,
 so all queues stay identical and hold the global batch's keys, as in the reference code. The
 reference code's shuffled BatchNorm across GPUs is not reproduced (single-process BN sees
 query and key batches separately anyway).
+
+Example::
+
+    >>> from scl_plugin.backbones import create_backbone
+    >>> backbone = create_backbone("conv4", in_chans=1, image_size=28, hidden=8)
+    >>> method = MoCo(backbone, proj_dim=16, queue_size=32, momentum=0.999, temperature=0.2)
+    >>> for step in range(3):                                 # labels are ignored
+    ...     loss, metrics = method.loss(((torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28)), None))
+    >>> int(method.queue_ptr)                                # 3 steps x 4 keys entered the queue
+    12
 """
 from __future__ import annotations
 
@@ -25,9 +32,11 @@ from torch import nn
 from .. import distributed as D
 from ..losses import ProjectionHead, infonce_queue_loss
 from .ema import ema_update, frozen_copy
-from .learners import EmbeddingMethod
+from ..registry import register_method
+from .base import EmbeddingMethod
 
 
+@register_method("moco", batches="flat", classifier="logreg")
 class MoCo(EmbeddingMethod):
     needs_two_views = True
 
@@ -41,6 +50,11 @@ class MoCo(EmbeddingMethod):
         g = torch.Generator().manual_seed(0)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim, generator=g), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @classmethod
+    def from_config(cls, cfg, backbone, data=None, *, gather=False, **options):
+        m = cfg.embed
+        return cls(backbone, m.proj_dim, m.queue_size, m.momentum, m.temperature, gather=gather, **options)
 
     @torch.no_grad()
     def momentum_update(self) -> None:

@@ -12,9 +12,13 @@ n x n ``torch.linalg.solve`` per episode (learn2learn has no ridge head).
 
 Example::
 
-    method = R2D2(backbone, ways=5, shots=1, queries=15)
-    loss, metrics = method.loss(tasks)
-    logits = method.adapt(xs, ys)(xq)
+    >>> import torch
+    >>> from scl_plugin.backbones import create_backbone
+    >>> method = R2D2(create_backbone("conv4", in_chans=1, image_size=28, hidden=8), ways=5, shots=1, queries=2)
+    >>> tasks = [(torch.randn(15, 1, 28, 28), torch.arange(5).repeat(3)) for _ in range(2)]
+    >>> loss, metrics = method.loss(tasks)
+    >>> method.adapt(torch.randn(5, 1, 28, 28), torch.arange(5))(torch.randn(3, 1, 28, 28)).shape
+    torch.Size([3, 5])
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .episodic_head import EpisodicHead
+from ..registry import register_method
+from .base import EpisodicMethod
 
 
 def ridge_logits(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, ways: int,
@@ -37,7 +42,8 @@ def ridge_logits(support: torch.Tensor, support_y: torch.Tensor, query: torch.Te
     return Xq @ (X.T @ torch.linalg.solve(gram, Y))
 
 
-class R2D2(EpisodicHead):
+@register_method("r2d2", batches="episodes", classifier="native")
+class R2D2(EpisodicMethod):
     def __init__(self, backbone: nn.Module, ways: int, shots: int, queries: int, lam_init: float = 1.0,
                  scale_init: float = 1.0):
         super().__init__(backbone, ways, shots, queries)
@@ -45,5 +51,10 @@ class R2D2(EpisodicHead):
         self.alpha = nn.Parameter(torch.tensor(float(scale_init)))
         self.beta = nn.Parameter(torch.tensor(0.0))
 
-    def logits(self, support, support_y, query, ways):
+    @classmethod
+    def from_config(cls, cfg, backbone, data=None, *, gather=False, **options):
+        e = cfg.episodic
+        return super().from_config(cfg, backbone, data, lam_init=e.ridge_lambda, scale_init=e.scale_init, **options)
+
+    def task_logits(self, support, support_y, query, ways):
         return self.alpha * ridge_logits(support, support_y, query, ways, self.log_lambda.exp()) + self.beta

@@ -16,29 +16,58 @@ batch (self-supervised: the only positive is the other view of the same image).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import SCLLossConfig
+from ..config import Config, ConfigError, SCLLossConfig
 from ..distributed import rank
 from ..losses import ProjectionHead, make_keys, SpatialAttention, global_contrastive_loss, spatial_contrastive_loss
-from .learners import FeatureLearner
+from ..registry import register_method
+from .base import EmbeddingMethod
 
 
-class SCL(nn.Module):
+def check_spatial_map(cfg: Config, backbone: nn.Module, lambda_spatial: float) -> None:
+    """The SC loss aligns positions of the feature map: with fewer than 2x2 it compares one
+    position (or one row) with itself, silently. Stop and say how to get a larger map."""
+    h, w = backbone.spatial_shape
+    if lambda_spatial > 0 and min(h, w) < 2:
+        depth = " or model.kwargs.depth=3" if cfg.model.name == "conv4" else ""
+        raise ConfigError(f"the spatial loss (loss.lambda_spatial={lambda_spatial}) needs a feature map of at "
+                          f"least 2x2 but {cfg.model.name} gives {h}x{w} on {cfg.data.image_size}px images: "
+                          f"use a larger data.image_size{depth}, another model.name, or loss.lambda_spatial=0")
+
+
+@register_method("scl", batches="flat", classifier="logreg", distills=True)
+@register_method("ce", batches="flat", classifier="logreg", distills=True, contrastive=False)
+class SCL(EmbeddingMethod):
     """A backbone with a linear classifier, a projection head (GC) and spatial attention (SC).
 
-    Loss options are keyword arguments (any field of :class:`~scl_plugin.config.SCLLossConfig`)
-    or one ``SCLLossConfig`` as ``loss``::
+    Registered as ``scl`` (``cfg.loss`` as configured) and ``ce`` (the GC and SC weights set to
+    0: the RFS baseline); both may be followed by distillation generations (:class:`Distiller`).
 
-        backbone = create_backbone("conv4", in_chans=1, image_size=28, depth=3)
-        scl = SCL(backbone, num_classes=64, lambda_spatial=1.0)          # CE + SC
-        loss, metrics = scl.loss(((view1, view2), labels))
-        learner = scl.adapt(support_x, support_y)                          # logistic regression
-        logits = learner(query_x)
+    Arguments:
+        backbone: a :class:`~scl_plugin.backbones.Backbone` (``forward_spatial`` for the SC loss).
+        num_classes: the training split's classes (the linear classifier).
+        loss: one :class:`~scl_plugin.config.SCLLossConfig`, or its fields as keyword arguments.
+        gather: contrast against the global batch of all processes.
+
+    Example::
+
+        >>> import torch
+        >>> from scl_plugin.backbones import create_backbone
+        >>> backbone = create_backbone("conv4", in_chans=1, image_size=28, depth=3, hidden=8)
+        >>> scl = SCL(backbone, num_classes=4, lambda_spatial=1.0)          # CE + SC
+        >>> views, labels = (torch.randn(8, 1, 28, 28), torch.randn(8, 1, 28, 28)), torch.arange(4).repeat(2)
+        >>> loss, metrics = scl.loss((views, labels))
+        >>> sorted(metrics)
+        ['ce', 'loss', 'sc']
+        >>> learner = scl.adapt(torch.randn(6, 1, 28, 28), torch.tensor([0, 0, 1, 1, 2, 2]))   # logistic regression
+        >>> learner(torch.randn(2, 1, 28, 28)).shape
+        torch.Size([2, 3])
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, loss: Optional[SCLLossConfig] = None,
@@ -47,7 +76,6 @@ class SCL(nn.Module):
             try:
                 loss = SCLLossConfig(**loss_options)
             except TypeError:
-                import dataclasses
                 allowed = ", ".join(f.name for f in dataclasses.fields(SCLLossConfig))
                 unknown = sorted(set(loss_options) - {f.name for f in dataclasses.fields(SCLLossConfig)})
                 raise TypeError(f"SCL: unknown loss option(s) {unknown}; allowed: {allowed}") from None
@@ -64,13 +92,30 @@ class SCL(nn.Module):
                                           lambda_lse=loss.lambda_lse) \
             if loss.lambda_spatial > 0 else None
 
+    @classmethod
+    def from_config(cls, cfg: Config, backbone: nn.Module, data: Any, *, gather: bool = False,
+                    contrastive: bool = True) -> "SCL":
+        """``cfg.loss`` on ``data.num_classes`` classes; ``contrastive=False``: CE only (the GC and SC
+        weights set to 0, the RFS baseline)."""
+        loss = cfg.loss if contrastive else dataclasses.replace(cfg.loss, lambda_global=0.0, lambda_spatial=0.0)
+        check_spatial_map(cfg, backbone, loss.lambda_spatial)
+        return cls(backbone, data.num_classes, loss, gather=gather)
+
+    @classmethod
+    def released_config(cls, cfg: Config, ckpt: Any) -> Config:
+        """A released SCL checkpoint's projection size ``d'`` becomes ``loss.proj_dim``."""
+        if ckpt.proj_dim and ckpt.proj_dim != cfg.loss.proj_dim:
+            return dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, proj_dim=ckpt.proj_dim))
+        return cfg
+
+    def load_released(self, ckpt: Any) -> None:
+        """Backbone, classifier and (from SCL's code) projection head and attention of a released file."""
+        from ..backbones.rfs import load_into_scl
+        load_into_scl(self, ckpt)
+
     @property
     def needs_two_views(self) -> bool:
         return self.cfg.lambda_global > 0 or self.cfg.lambda_spatial > 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features (the embedding used for few-shot evaluation)."""
-        return self.backbone(x)
 
     def features(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         spatial = self.backbone.forward_spatial(x)
@@ -111,15 +156,3 @@ class SCL(nn.Module):
             metrics["sc"] = sc.detach()
         metrics["loss"] = total.detach()
         return total, metrics
-
-    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, classifier: str = "logreg",
-              C: float = 1.0, base_mean: Optional[torch.Tensor] = None) -> FeatureLearner:
-        """Fit a classifier on frozen, L2-normalised support features (the paper's protocol).
-
-        ``support_y`` must hold labels ``0..K-1``; ``C`` is the inverse L2 strength of the
-        logistic regression (as scikit-learn's); ``base_mean`` is SimpleShot's base-class mean
-        feature (``classifier="simpleshot"`` only)."""
-        return FeatureLearner.fit(self.backbone, support_x, support_y, classifier=classifier, C=C,
-                                  base_mean=base_mean)
-
-

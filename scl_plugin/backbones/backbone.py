@@ -124,9 +124,11 @@ class Backbone(nn.Module):
 
     Example::
 
-        backbone = create_backbone("resnet12", in_chans=1, image_size=28)
-        fmap = backbone.forward_spatial(torch.randn(8, 1, 28, 28))   # (8, 640, H, W)
-        emb = backbone(torch.randn(8, 1, 28, 28))                    # (8, 640)
+        >>> backbone = create_backbone("resnet12", in_chans=1, image_size=28)
+        >>> backbone.forward_spatial(torch.randn(2, 1, 28, 28)).shape       # (B, 640, H, W)
+        torch.Size([2, 640, 1, 1])
+        >>> backbone(torch.randn(2, 1, 28, 28)).shape                       # (B, 640)
+        torch.Size([2, 640])
     """
 
     def __init__(self, model: nn.Module, name: str = "", in_chans: int = 3, image_size: int = 84):

@@ -36,13 +36,20 @@ are settings, not weights: ours come from the config (``loss.aggregation``).
 Files are read with ``torch.load(weights_only=True)``, allowing only ``argparse.Namespace`` (the
 ``opt`` entry) besides tensors and containers: a checkpoint cannot run code.
 
-Usage::
+Example (a file in RFS's layout written by :func:`export_rfs`, read back)::
 
-    from scl_plugin.backbones.rfs import load_rfs_weights, read_released, export_rfs
-    load_rfs_weights(backbone.model, "resnet12_last.pth")      # backbone.model: our timm resnet12
-    ckpt = read_released("resnet12_last.pth")                  # + ckpt.head, ckpt.attention (SCL)
-    load_into_scl(scl_method, ckpt)                            # backbone, classifier, head, attention
-    export_rfs(backbone.model, "ours_in_rfs_layout.pth")
+    >>> import tempfile, pathlib
+    >>> from scl_plugin.algorithms import SCL
+    >>> from scl_plugin.backbones import create_backbone
+    >>> from scl_plugin.backbones.rfs import export_rfs, load_into_scl, load_rfs_weights, read_released
+    >>> backbone = create_backbone("resnet12", in_chans=3, image_size=32)
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "resnet12_last.pth"
+    >>> export_rfs(backbone.model, path)                        # our weights in RFS's layout
+    >>> load_rfs_weights(backbone.model, path)                  # backbone.model: our timm resnet12
+    >>> ckpt = read_released(path)                              # + ckpt.head, ckpt.attention (SCL's files)
+    >>> ckpt.layout, ckpt.num_classes
+    ('rfs', None)
+    >>> load_into_scl(SCL(backbone, num_classes=5), ckpt)      # backbone, classifier, head, attention
 """
 from __future__ import annotations
 

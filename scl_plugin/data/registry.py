@@ -120,10 +120,11 @@ def load_splits(name: str, root, *, image_size: int, cache_dir=None, cub_split: 
                 download: bool = False, role: str = "main", format: str = "auto") -> Dict[str, Split]:
     """All splits of dataset ``name`` read from ``root`` (``role='test'``: cross-domain test set).
 
-    Example::
+    Example (``"mini-imagenet", "~/data/mini"`` reads a real root the same way)::
 
-        splits = load_splits("mini-imagenet", "~/data/mini", image_size=84, cache_dir="~/.cache/scl_plugin")
-        splits["train"].labels[:3], splits["train"].source[0].shape   # uint8 (3, 84, 84)
+        >>> splits = load_splits("synthetic", None, image_size=16)
+        >>> sorted(splits), splits["train"].labels[:3], tuple(splits["train"].source[0].shape)   # uint8 images
+        (['test', 'train', 'val'], [0, 0, 0], (3, 16, 16))
 
     Memoised: the same arguments return the same (already built) splits.
     """

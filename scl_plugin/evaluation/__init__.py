@@ -1,14 +1,21 @@
 """Few-shot evaluation: frozen features, batched logistic regression / prototypes, CIs, reports.
 
-Typical use::
+Example::
 
-    accs = evaluate(backbone, test_tasks, ways=5, shots=1, queries=15, classifier="logreg")
-    mean, ci95 = mean_ci(accs)
-    # the SCL authors' protocol: augmented support copies, pooled + spatial probes, t interval
-    accs = evaluate(backbone, test_tasks, ways=5, shots=5, queries=15, classifier="logreg",
-                    protocol="scl", support_augment=SupportAugment.standard(
-                        "rgb", 84, IMAGENET_MEAN, IMAGENET_STD, copies=5))
-    mean, ci95 = mean_ci(accs, ci="t")
+    >>> import torch
+    >>> from scl_plugin.backbones import MINI_IMAGENET_MEAN, MINI_IMAGENET_STD, create_backbone
+    >>> from scl_plugin.evaluation import SupportAugment, evaluate, mean_ci
+    >>> backbone = create_backbone("conv4", in_chans=3, image_size=32, hidden=8)
+    >>> test_tasks = [(torch.randn(10, 3, 32, 32), torch.arange(5).repeat(2)) for _ in range(3)]  # 5-way 1+1
+    >>> accs = evaluate(backbone, test_tasks, ways=5, shots=1, queries=1, classifier="logreg", progress=False)
+    >>> mean, ci95 = mean_ci(accs)
+    >>> # the SCL authors' protocol: augmented support copies, pooled + spatial probes, t interval
+    >>> augment = SupportAugment.standard("rgb", 32, MINI_IMAGENET_MEAN, MINI_IMAGENET_STD, copies=2)
+    >>> accs = evaluate(backbone, test_tasks, ways=5, shots=1, queries=1, classifier="logreg", protocol="scl",
+    ...                 support_augment=augment, progress=False)
+    >>> mean, ci95 = mean_ci(accs, ci="t")
+    >>> accs.shape
+    (3,)
 """
 from .classifiers import CLASSIFIERS, simpleshot, classify, proto_cosine, proto_euclidean, prototypes
 from .episodes import evaluate

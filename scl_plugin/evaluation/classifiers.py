@@ -24,8 +24,22 @@ def _t(a) -> torch.Tensor:
 
 
 def prototypes(Xs, ys, ways: int) -> torch.Tensor:
-    """Class means of the support features: (E, ways, d)."""
+    """Class means of the support features: (ways, d) for one episode ``Xs`` (S, d), ``ys`` (S,);
+    (E, ways, d) for a batch of episodes (E, S, d), (E, S). Differentiable in ``Xs``.
+
+    One episode is summed with ``index_add`` (what the episodic methods train through), a batch
+    with one matmul; the two agree to round-off. A class without support rows gets a zero vector.
+
+    Example::
+
+        >>> prototypes(torch.tensor([[0.0, 2.0], [2.0, 0.0], [5.0, 5.0]]), torch.tensor([0, 0, 1]), 2)
+        tensor([[1., 1.],
+                [5., 5.]])
+    """
     Xs, ys = _t(Xs), _t(ys).long().to(_t(Xs).device)
+    if Xs.dim() == 2:
+        sums = torch.zeros(ways, Xs.shape[-1], device=Xs.device, dtype=Xs.dtype).index_add(0, ys, Xs)
+        return sums / torch.bincount(ys, minlength=ways).clamp(min=1)[:, None]
     onehot = F_.one_hot(ys, ways).to(Xs.dtype)                      # (E, S, ways)
     counts = onehot.sum(dim=1).clamp_min(1).unsqueeze(-1)           # (E, ways, 1)
     return onehot.transpose(1, 2) @ Xs / counts

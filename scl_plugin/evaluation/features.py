@@ -7,7 +7,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F_
 
-__all__ = ["extract_features", "model_device", "frozen_forward"]
+__all__ = ["extract_features", "model_device", "eval_mode", "frozen_forward"]
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -15,6 +15,27 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for t in list(model.parameters()) + list(model.buffers()):
         return t.device
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode for the block, its own train/eval mode restored afterwards.
+
+    Example::
+
+        >>> net = torch.nn.Dropout(0.5).train()
+        >>> with eval_mode(net):
+        ...     net.training
+        False
+        >>> net.training
+        True
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @contextlib.contextmanager
@@ -27,20 +48,18 @@ def frozen_forward(model: torch.nn.Module) -> Iterator[torch.memory_format]:
     the parameters' layout is restored on exit, so the caller's model is unchanged.
     Accelerators keep their own layout (``train.channels_last`` chooses it there).
     """
-    was_training = model.training
-    model.eval()
     convs = [p for p in model.parameters() if p.dim() == 4]
     # (any, not the first: a 1-channel input's weights are contiguous in both layouts)
     switch = (model_device(model).type == "cpu"
               and any(not p.is_contiguous(memory_format=torch.channels_last) for p in convs))
-    if switch:
-        model.to(memory_format=torch.channels_last)
-    try:
-        yield torch.channels_last if switch else torch.preserve_format
-    finally:
+    with eval_mode(model):
         if switch:
-            model.to(memory_format=torch.contiguous_format)
-        model.train(was_training)
+            model.to(memory_format=torch.channels_last)
+        try:
+            yield torch.channels_last if switch else torch.preserve_format
+        finally:
+            if switch:
+                model.to(memory_format=torch.contiguous_format)
 
 
 def _as_layout(x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:

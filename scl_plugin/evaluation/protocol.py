@@ -18,10 +18,18 @@ this module does for many episodes at once:
 
 The confidence interval (Student's t, ``eval.ci: t``) is in :mod:`.stats`.
 
-Typical use::
+Example::
 
-    accs = evaluate(backbone, tasks, ways=5, shots=5, queries=15, classifier="logreg",
-                    protocol="scl", support_augment=SupportAugment.standard("rgb", 84, mean, std, copies=5))
+    >>> import torch
+    >>> from scl_plugin.backbones import create_backbone
+    >>> from scl_plugin.evaluation import evaluate
+    >>> backbone = create_backbone("conv4", in_chans=3, image_size=32, hidden=8)
+    >>> tasks = [(torch.randn(15, 3, 32, 32), torch.arange(5).repeat(3)) for _ in range(2)]   # 5-way, 2 + 1
+    >>> mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
+    >>> accs = evaluate(backbone, tasks, ways=5, shots=2, queries=1, classifier="logreg", protocol="scl",
+    ...                 support_augment=SupportAugment.standard("rgb", 32, mean, std, copies=2), progress=False)
+    >>> accs.shape
+    (2,)
 """
 from __future__ import annotations
 

@@ -10,9 +10,17 @@ episode at a time; this batched version does the same on (episodes, samples, d) 
 
 Example::
 
-    mean = base_mean(backbone, data.pretrain_set(augment="none"))
-    accs = evaluate(backbone, data.test_tasks, ways=5, shots=1, queries=15,
-                    classifier="simpleshot", base_mean=mean)
+    >>> import torch
+    >>> from scl_plugin.backbones import create_backbone
+    >>> from scl_plugin.evaluation import evaluate
+    >>> backbone = create_backbone("conv4", in_chans=1, image_size=28, hidden=8)
+    >>> base_set = torch.utils.data.TensorDataset(torch.randn(20, 1, 28, 28), torch.arange(4).repeat(5))
+    >>> mean = base_mean(backbone, base_set)             # e.g. data.pretrain_set(augment="none")
+    >>> test_tasks = [(torch.randn(10, 1, 28, 28), torch.arange(5).repeat(2)) for _ in range(2)]
+    >>> accs = evaluate(backbone, test_tasks, ways=5, shots=1, queries=1, classifier="simpleshot", base_mean=mean,
+    ...                 progress=False)
+    >>> mean.shape, accs.shape
+    (torch.Size([8]), (2,))
 """
 from __future__ import annotations
 

@@ -114,10 +114,15 @@ class FlatBatches:
     global RNG, which checkpoints restore; with workers each sample's augmentation is seeded
     by ``(seed, epoch, position)``.
 
-    Usage::
+    Example::
 
-        batches = FlatBatches(data.pretrain_set(two_view=True), batch_size=64, seed=0, num_workers=-1)
-        for (views, y) in batches(epoch=0, start=0): ...
+        >>> import torch
+        >>> dataset = torch.utils.data.TensorDataset(torch.randn(20, 1, 8, 8), torch.arange(20) % 4)
+        >>> batches = FlatBatches(dataset, batch_size=8, seed=0)      # e.g. data.pretrain_set(two_view=True)
+        >>> batches.steps_per_epoch
+        2
+        >>> [tuple(x.shape) for x, y in batches(epoch=0, start=1)]   # resumed at the second batch
+        [(8, 1, 8, 8)]
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0):
@@ -178,10 +183,15 @@ class EpisodeBatches:
     resumes exactly with any number of workers (it differs from the ``num_workers=0`` stream).
     Each process gets its own stream (rank in the seed) so data parallelism sees different tasks.
 
-    Usage::
+    Example::
 
-        batches = EpisodeBatches(data.train_tasks, meta_batch_size=4, steps_per_epoch=100, num_workers=4)
-        for tasks in batches(epoch=0, start=0): loss, _ = protonet.loss(tasks)
+        >>> import torch
+        >>> class Tasks:                                   # e.g. data.train_tasks (a learn2learn TaskDataset)
+        ...     def sample(self):
+        ...         return torch.randn(10, 1, 8, 8), torch.arange(5).repeat(2)
+        >>> batches = EpisodeBatches(Tasks(), meta_batch_size=2, steps_per_epoch=3)
+        >>> [len(tasks) for tasks in batches(epoch=0, start=0)]       # loss, _ = method.loss(tasks)
+        [2, 2, 2]
     """
 
     def __init__(self, tasks: Any, meta_batch_size: int, steps_per_epoch: int, num_workers: int = 0):

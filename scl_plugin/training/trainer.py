@@ -1,6 +1,6 @@
 """One training loop for every method, on Hugging Face Accelerate.
 
-The loop knows nothing about SCL, ProtoNet or MAML: a *method* is an ``nn.Module`` with
+The loop knows no method: a *method* is an ``nn.Module`` with
 ``loss(batch) -> (loss, metrics)``; a *batch source* is a callable ``(epoch, start) ->
 iterable of batches`` that can start mid-epoch (so resuming never re-reads skipped data and
 never consumes random numbers the uninterrupted run would not have consumed).
@@ -111,8 +111,8 @@ def tracker_values(record: Dict[str, Any]) -> Dict[str, float]:
 
 def find_unused_parameters(method: torch.nn.Module) -> bool:
     """Whether ``method`` declares parameters its loss leaves unused (its class attribute or
-    property ``find_unused_parameters``, default False): e.g. the GC head of a CE-only SCL run,
-    kept for distillation. DDP then needs ``find_unused_parameters=True`` or it fails on the
+    property ``find_unused_parameters``, default False): e.g. a projection head that a loss
+    without its term keeps for a later stage. DDP then needs ``find_unused_parameters=True`` or it fails on the
     second step; every other method skips that extra traversal of the autograd graph."""
     return bool(getattr(method, "find_unused_parameters", False))
 
@@ -253,7 +253,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig, lr: 
 
 
 def lr_factor(cfg: TrainConfig, epochs: int) -> Callable[[int], float]:
-    """Per-epoch LR multiplier: step decay (SCL/RFS), cosine to lr*rate^3 (authors' code), or constant."""
+    """Per-epoch LR multiplier: step decay (the papers' schedule), cosine to lr*rate^3 (authors' code), or constant."""
     if cfg.schedule == "step":
         return lambda e: cfg.lr_decay_rate ** sum(e >= m for m in cfg.lr_decay_epochs)
     if cfg.schedule == "cosine":
@@ -370,10 +370,10 @@ class Trainer:
         """``torch.compile`` the backbone's ``forward_spatial`` (what every loss and ``forward`` call),
         as an instance attribute: parameter names, hence checkpoints, are unchanged."""
         backbone = getattr(method, "backbone", None)
-        if backbone is None or hasattr(method, "maml"):
-            raise TrainingError(f"{self.desc}: train.compile=true works for methods with a plain backbone "
-                                f"(ce, scl, protonet, scl_protonet), not {type(method).__name__} "
-                                f"(learn2learn's MAML clones the module every task); set train.compile=false")
+        reason = "it has no backbone" if backbone is None else getattr(method, "compile_unsupported", None)
+        if reason:
+            raise TrainingError(f"{self.desc}: train.compile=true works for methods with a plain backbone, "
+                                f"not {type(method).__name__} ({reason}); set train.compile=false")
         backbone.forward_spatial = torch.compile(backbone.forward_spatial)
 
     # ------------------------------------------------------------------ state

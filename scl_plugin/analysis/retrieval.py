@@ -1,19 +1,8 @@
-"""Representation analyses from the SCL paper: k-NN retrieval and feature spectra.
+"""k-NN retrieval on frozen features (the SCL paper's retrieval figure and k-NN scores).
 
-Typical use with a trained backbone (``model(x) -> (B, d)`` pooled features)::
-
-    data = build_fewshot(cfg.data)
-    ref, ref_y, ref_i = extract_dataset_features(model, data.train_meta, max_per_class=100)
-    qry, qry_y, qry_i = extract_dataset_features(model, data.test_meta, max_per_class=20)
-    sims, idx = nearest_neighbours(qry, ref, k=5)
-    retrieval_grid(data.test_meta, data.train_meta, idx, "retrieval.png",
-                   query_ids=qry_i, ref_ids=ref_i)
-
-    plot_spectra({"CE": feats_ce, "SCL": feats_scl}, "spectra.png")
-
-``knn_accuracy`` scores k-NN classification between two labelled feature sets (e.g. a
-held-out part of the base classes against the rest). Plotting uses matplotlib's Agg backend
-and is imported lazily, so importing this module stays cheap.
+``extract_dataset_features`` embeds a labelled dataset (unit rows), ``nearest_neighbours`` /
+``knn_predict`` / ``knn_accuracy`` work on such features, and ``retrieval_grid`` draws queries next
+to their nearest references. Plotting uses matplotlib's Agg backend, imported lazily.
 """
 from __future__ import annotations
 
@@ -23,10 +12,10 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .utils import save_figure
+from ..evaluation.features import eval_mode, model_device
+from ..utils import save_figure
 
-__all__ = ["extract_dataset_features", "knn_accuracy", "knn_predict", "nearest_neighbours", "retrieval_grid",
-           "spectrum", "plot_spectra"]
+__all__ = ["extract_dataset_features", "knn_accuracy", "knn_predict", "nearest_neighbours", "retrieval_grid"]
 
 # Rows of queries compared against the reference set at once (bounds the similarity matrix).
 _CHUNK = 1024
@@ -60,14 +49,6 @@ def _select_indices(dataset, max_per_class: Optional[int]) -> list:
     return chosen
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
 @torch.no_grad()
 def extract_dataset_features(model: torch.nn.Module, dataset, batch_size: int = 256,
                              max_per_class: Optional[int] = None, progress: bool = True,
@@ -90,17 +71,13 @@ def extract_dataset_features(model: torch.nn.Module, dataset, batch_size: int = 
             loader = tqdm(loader, desc="features", leave=False)
         except ImportError:
             pass
-    device = _model_device(model)
-    was_training = model.training
-    model.eval()
+    device = model_device(model)
     feats, labels = [], []
-    try:
+    with eval_mode(model):
         for x, y in loader:
             f = model(x.to(device))
             feats.append(F.normalize(f.float(), dim=1).cpu())
             labels.append(torch.as_tensor(y).long().reshape(-1))
-    finally:
-        model.train(was_training)
     if not feats:
         raise ValueError("extract_dataset_features: the dataset (after max_per_class) is empty")
     return torch.cat(feats), torch.cat(labels), torch.as_tensor(indices, dtype=torch.long)
@@ -224,76 +201,3 @@ def retrieval_grid(query_images, ref_images, idx, path: str, n_queries: int = 8,
                     spine.set_linewidth(2)
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-# --------------------------------------------------------------------------- spectra
-
-def spectrum(features) -> Dict[str, torch.Tensor]:
-    """Singular-value spectrum of a feature matrix ``(N, d)`` after centring its columns.
-
-    Returns a dict of float64 CPU tensors of length ``min(N, d)``:
-
-    * ``singular_values``: descending, divided by the largest (so it starts at 1, ends >= 0);
-    * ``explained_cumulative_variance``: ``cumsum(s**2) / sum(s**2)``, non-decreasing and
-      ending at exactly 1.
-
-    A matrix with no variance at all gets zeros and an all-ones variance curve.
-    """
-    x = torch.as_tensor(features).detach().to("cpu", torch.float64)
-    if x.dim() != 2 or x.shape[0] < 1:
-        raise ValueError(f"spectrum: expected an (N, d) matrix, got shape {tuple(x.shape)}")
-    x = x - x.mean(dim=0, keepdim=True)
-    s = torch.linalg.svdvals(x).clamp_min(0)
-    if s[0] <= 0:
-        return {"singular_values": torch.zeros_like(s),
-                "explained_cumulative_variance": torch.ones_like(s)}
-    var = s ** 2
-    cum = (var.cumsum(0) / var.sum()).clamp(max=1.0)
-    cum = torch.cummax(cum, dim=0).values  # guard against rounding dips
-    cum[-1] = 1.0
-    return {"singular_values": s / s[0], "explained_cumulative_variance": cum}
-
-
-def plot_spectra(features_by_method: Dict[str, object], path: str, max_components: Optional[int]
-                 = None, title: Optional[str] = None) -> str:
-    """One PNG, two panels, one line per method (``{name: (N, d) features}``):
-
-    left, explained cumulative variance vs component index; right, normalised singular values
-    on a log scale. ``max_components`` truncates the x axis. Returns ``path``.
-    """
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    if not features_by_method:
-        raise ValueError("plot_spectra: no features given")
-    fig, (ax_var, ax_sv) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, feats in features_by_method.items():
-        spec = spectrum(feats)
-        var = spec["explained_cumulative_variance"].numpy()
-        sv = spec["singular_values"].numpy()
-        if max_components is not None:
-            var, sv = var[:max_components], sv[:max_components]
-        comps = range(1, len(var) + 1)
-        ax_var.plot(comps, var, label=name)
-        # log axis: numerical zeros (rank deficiency, e.g. the direction removed by centring)
-        # would stretch it to 1e-16, so values below 1e-10 are left out of the line
-        ax_sv.plot(comps, [v if v > 1e-10 else float("nan") for v in sv], label=name)
-    ax_var.set(xlabel="component", ylabel="explained cumulative variance", ylim=(0, 1.02))
-    ax_sv.set(xlabel="component", ylabel="singular value / largest", yscale="log")
-    for ax in (ax_var, ax_sv):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-# The paper's two other analyses live in their own modules and are re-exported here.
-from .alignment import (alignment, alignment_uniformity, class_alignment, plot_alignment_uniformity,  # noqa: E402
-                        uniformity)
-from .feature_reuse import feature_reuse, layer_outputs, linear_cka, plot_feature_reuse, stage_names  # noqa: E402
-
-__all__ += ["alignment", "class_alignment", "uniformity", "alignment_uniformity", "plot_alignment_uniformity",
-            "linear_cka", "stage_names", "layer_outputs", "feature_reuse", "plot_feature_reuse"]

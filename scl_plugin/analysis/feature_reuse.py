@@ -14,10 +14,19 @@ ANIL): the learner adapted with 0 steps is the meta-learned model ("before"), th
 with the method's own steps is "after". Both are run on the episode's query images; the
 representations compared are the outputs of the backbone's stages (found by
 :func:`stage_names`, or given) and the logits ("head"). High CKA everywhere except the head
-means feature reuse::
+means feature reuse.
 
-    sims = feature_reuse(maml, data.test_tasks, ways=5, shots=1, queries=15, episodes=20)
-    plot_feature_reuse({"maml": sims}, "feature_reuse.png")
+Example (``tasks``: e.g. ``data.test_tasks``)::
+
+    >>> import tempfile, pathlib
+    >>> from scl_plugin.algorithms import MAMLMethod
+    >>> from scl_plugin.backbones import create_backbone
+    >>> maml = MAMLMethod(create_backbone("conv4", in_chans=1, image_size=28, hidden=8), 5, 1, 2, inner_lr=0.5)
+    >>> tasks = [(torch.randn(15, 1, 28, 28), torch.arange(5).repeat(3)) for _ in range(2)]
+    >>> sims = feature_reuse(maml, tasks, ways=5, shots=1, queries=2, episodes=2)
+    >>> list(sims)
+    ['model.blocks.0', 'model.blocks.1', 'model.blocks.2', 'model.blocks.3', 'head']
+    >>> path = plot_feature_reuse({"maml": sims}, str(pathlib.Path(tempfile.mkdtemp()) / "feature_reuse.png"))
 """
 from __future__ import annotations
 
@@ -28,8 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import split_support_query
-from .utils import save_figure
+from ..data import split_support_query
+from ..evaluation.features import eval_mode
+from ..utils import save_figure
 
 __all__ = ["linear_cka", "stage_names", "layer_outputs", "feature_reuse", "plot_feature_reuse"]
 
@@ -108,23 +118,23 @@ def feature_reuse(method: nn.Module, tasks, ways: int, shots: int, queries: int,
     if not hasattr(method, "eval_inner_steps"):
         raise TypeError(f"feature_reuse needs an adaptable method (MAML, ANIL) with eval_inner_steps; "
                         f"got {type(method).__name__}")
-    method.eval()
     per_layer: Dict[str, list] = {}
-    for i in range(min(episodes, len(tasks))):
-        x, y = tasks[i]
-        xs, ys, xq, _ = split_support_query(x, y, ways, shots, queries)
-        with _inner_steps(method, 0):
-            before = method.adapt(xs, ys)
-        after = method.adapt(xs, ys)
-        reps = []
-        for learner in (before, after):
-            prefix, backbone = _find_backbone(learner)
-            names = layers if layers is not None else stage_names(backbone)
-            full = [f"{prefix}.{n}" if prefix else n for n in names]
-            outs = layer_outputs(learner, xq, full)
-            reps.append({**{n: outs[f] for n, f in zip(names, full)}, "head": outs["head"]})
-        for name in reps[0]:
-            per_layer.setdefault(name, []).append(linear_cka(reps[0][name], reps[1][name]))
+    with eval_mode(method):
+        for i in range(min(episodes, len(tasks))):
+            x, y = tasks[i]
+            xs, ys, xq, _ = split_support_query(x, y, ways, shots, queries)
+            with _inner_steps(method, 0):
+                before = method.adapt(xs, ys)
+            after = method.adapt(xs, ys)
+            reps = []
+            for learner in (before, after):
+                prefix, backbone = _find_backbone(learner)
+                names = layers if layers is not None else stage_names(backbone)
+                full = [f"{prefix}.{n}" if prefix else n for n in names]
+                outs = layer_outputs(learner, xq, full)
+                reps.append({**{n: outs[f] for n, f in zip(names, full)}, "head": outs["head"]})
+            for name in reps[0]:
+                per_layer.setdefault(name, []).append(linear_cka(reps[0][name], reps[1][name]))
     return {name: float(np.nanmean(v)) for name, v in per_layer.items()}
 
 

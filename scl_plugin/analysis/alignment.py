@@ -6,11 +6,16 @@
 with alpha = 2, t = 2 as in the paper. On labelled test embeddings the positive pairs are the
 pairs of distinct images of the same class (``class_alignment``). The SCL authors drop the
 uniformity term from their contrastive distillation; these two numbers on the test features of
-CE, SCL and the distilled student show what that does::
+CE, SCL and the distilled student show what that does.
 
-    z = F.normalize(model(x), dim=1)
-    a, u = class_alignment(z, labels), uniformity(z)
-    plot_alignment_uniformity({"ce": (a_ce, u_ce), "scl": (a, u)}, "align_uniform.png")
+Example (``z``: a model's test features, ``labels`` their classes)::
+
+    >>> import tempfile, pathlib
+    >>> z, labels = torch.randn(12, 8), torch.arange(4).repeat(3)
+    >>> a, u = class_alignment(z, labels), uniformity(z)
+    >>> 0 <= a <= 4 and u <= 0
+    True
+    >>> path = plot_alignment_uniformity({"a": (a, u), "b": (a / 2, u)}, str(pathlib.Path(tempfile.mkdtemp()) / "au.png"))
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from typing import Dict, Tuple
 import torch
 import torch.nn.functional as F
 
-from .utils import save_figure
+from ..utils import save_figure
 
 __all__ = ["alignment", "class_alignment", "uniformity", "alignment_uniformity", "plot_alignment_uniformity"]
 
