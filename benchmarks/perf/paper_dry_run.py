@@ -3,10 +3,10 @@
     python benchmarks/perf/paper_dry_run.py              # GPU: the planning table (writes results/)
     python benchmarks/perf/paper_dry_run.py --steps 2    # CPU (same as no arguments there)
 
-Measured on CPU (2 cores, torch 2.14, data already generated): 11m45s wall while other jobs held
-the cores (load average 2.8 -> 4.9), 7.3 CPU-minutes, i.e. well under 10 minutes on two free
-cores; about 60% of it is the 12 evaluation episodes of the six 84 px configs (a 5-shot
-cross-domain episode forwards 10 x 25 + 75 = 325 images). Generating the data the first time
+Measured on CPU (2 cores, torch 2.14, data already generated): 4.1 min wall on a quiet machine
+(load average 0.2 -> 1.8), 7.1 CPU-minutes (11m45s while other jobs held the cores); about 60%
+of it is the evaluation episodes of the six 84 px configs (a 5-shot cross-domain episode
+forwards 10 x 25 + 75 = 325 images). Generating the data the first time
 adds about a minute (4.9 GB with the loaders' cache).
 
 For each paper config (``configs/paper/*.yaml``), as shipped:
