@@ -85,22 +85,33 @@ class _SeededMixin:
                 self.sampled_descriptions[i] = self.sample_task_description()
 
     def _stream_key(self):
-        info = torch.utils.data.get_worker_info()
-        return -1 if info is None else info.id
+        return worker_key()
 
     def sample_task_description(self):
-        key = self._stream_key()
-        state = self._states.get(key)
-        if state is None:
-            state = random.Random(f"{self.seed}/{key}").getstate()
-        saved = random.getstate()
-        try:
-            random.setstate(state)
-            description = super().sample_task_description()
-            self._states[key] = random.getstate()
-        finally:
-            random.setstate(saved)
-        return description
+        return in_stream(self._states, self.seed, super().sample_task_description)
+
+
+def worker_key() -> int:
+    """The DataLoader worker id (-1 in the main process): each worker has its own stream."""
+    info = torch.utils.data.get_worker_info()
+    return -1 if info is None else info.id
+
+
+def in_stream(states: dict, seed, draw):
+    """``draw()`` with Python's ``random`` switched to this worker's private stream, a function of
+    ``seed`` kept in ``states`` (worker id -> state); the caller's state is restored afterwards."""
+    key = worker_key()
+    state = states.get(key)
+    if state is None:
+        state = random.Random(f"{seed}/{key}").getstate()
+    saved = random.getstate()
+    try:
+        random.setstate(state)
+        out = draw()
+        states[key] = random.getstate()
+    finally:
+        random.setstate(saved)
+    return out
 
 
 def make_taskset(meta, ways: int, shots: int, queries: int, num_tasks: int, seed,

@@ -21,7 +21,6 @@ harness's seeded episodes (``scl-eval`` / ``scl-bench`` score exactly these for 
 from __future__ import annotations
 
 import dataclasses
-import random
 from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = ["get_tasksets", "list_tasksets", "register_learn2learn_benchmarks", "SeededTransforms",
@@ -220,21 +219,14 @@ class SeededTransforms(list):
         self._states = {}
 
     def __call__(self, description=None):
-        import torch
-        info = torch.utils.data.get_worker_info()
-        key = -1 if info is None else info.id
-        state = self._states.get(key)
-        if state is None:
-            state = random.Random(f"{self.seed}/{key}").getstate()
-        saved = random.getstate()
-        try:
-            random.setstate(state)
+        from .episodes import in_stream
+
+        def apply():
+            out = description
             for transform in self:
-                description = transform(description)
-            self._states[key] = random.getstate()
-        finally:
-            random.setstate(saved)
-        return description
+                out = transform(out)
+            return out
+        return in_stream(self._states, self.seed, apply)
 
 
 class _ToDevice:
