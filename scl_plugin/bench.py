@@ -39,12 +39,15 @@ import numpy as np
 import torch
 
 from . import pipeline, runs
-from .config import DEFAULT_METHOD, Config, ConfigError, load_config, load_structured, resolve_override_paths
+from .config import (DEFAULT_METHOD, Config, ConfigError, load_config, load_structured, resolve_override_paths,
+                     with_settings)
 from .data import build_fewshot, build_test_tasks, load_omniglot_challenge
-from .data.fewshot import test_identity
+from .data.fewshot import build_val_tasks, test_identity, val_identity
 from .evaluation import mean_ci, paired_difference, plot_results, write_results
+from .evaluation.sanity import sanity_block
 from .registry import get_method
-from .utils import atomic_write_json, expand
+from .selection import Selection, select
+from .utils import atomic_write_json, atomic_write_text, expand
 
 
 @dataclass
@@ -188,22 +191,27 @@ def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", label.replace("->", "-to-")).strip("-") or "test"
 
 
-def _read_cache(cache: Path, key: Dict[str, Any], acc=None) -> Optional[np.ndarray]:
-    """The cached accuracies for ``key`` (None: compute them). Under several processes rank 0
+def _read_stored(cache: Path, key: Dict[str, Any], acc=None) -> Optional[Dict[str, Any]]:
+    """The cached record for ``key`` (None: compute it). Under several processes rank 0
     reads and every rank gets its answer, so all take the same branch (a rank reading a cache
     that rank 0 is writing, or a node that does not see rank 0's files, would otherwise skip an
     evaluation the others wait in)."""
     if acc is not None and acc.num_processes > 1:
         from accelerate.utils import broadcast_object_list
-        found = _read_cache(cache, key) if acc.is_main_process else None
-        found = broadcast_object_list([None if found is None else found.tolist()])[0]
-        return None if found is None else np.asarray(found)
+        found = _read_stored(cache, key) if acc.is_main_process else None
+        return broadcast_object_list([found])[0]
     if not cache.exists():
         return None
     stored = json.loads(cache.read_text())
     if stored.get("key") != json.loads(json.dumps(key, default=str)):
         return None
-    return np.asarray(stored["accuracies"])
+    return stored
+
+
+def _read_cache(cache: Path, key: Dict[str, Any], acc=None) -> Optional[np.ndarray]:
+    """The cached accuracies for ``key`` (None: compute them); see :func:`_read_stored`."""
+    stored = _read_stored(cache, key, acc)
+    return None if stored is None else np.asarray(stored["accuracies"])
 
 
 def _evaluate(method, cfg: Config, tasks, ways: int, shots: int, queries: int, acc) -> np.ndarray:
@@ -264,6 +272,9 @@ class _Memo:
         return self.get("fewshot", [dataclasses.asdict(cfg.data), cfg.seed],
                         lambda: build_fewshot(cfg.data, seed=cfg.seed))
 
+    def val_tasks(self, data_cfg):
+        return self.get("val", data_cfg, lambda: build_val_tasks(data_cfg))
+
     def test_tasks(self, data_cfg):
         return self.get("test", dataclasses.asdict(data_cfg), lambda: build_test_tasks(data_cfg))
 
@@ -282,8 +293,8 @@ def _describe(e: BaseException) -> str:
 
 
 def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print,
-              restart: bool = False, per_episode: Optional[Dict[str, Dict[str, np.ndarray]]] = None
-              ) -> List[Dict[str, Any]]:
+              restart: bool = False, per_episode: Optional[Dict[str, Dict[str, np.ndarray]]] = None,
+              only: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """Train and evaluate every method of ``suite``; returns the result rows.
 
     The suite's files, keys, method references and data roots are checked first
@@ -294,10 +305,15 @@ def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print,
     :class:`SuiteFailed` naming each failed method once, with its fix. ``restart=True``
     retrains methods whose run was trained with other settings or inputs instead of refusing
     them. ``per_episode`` (a dict) receives the per-episode accuracies, keyed
-    ``"dataset|ways|shots"`` then by method name.
+    ``"dataset|ways|shots"`` then by method name. ``only``: the names of the methods to run
+    (a suite trained in parts; their parents must be trained already); the tables are partial.
     """
     run_root = expand(suite.run_dir)
     check_suite(suite)
+    unknown = sorted(set(only or ()) - {m.name for m in suite.methods})
+    if unknown:
+        raise ConfigError(f"--only: no method {', '.join(map(repr, unknown))} in suite {suite.name!r}; "
+                          f"its methods: {', '.join(m.name for m in suite.methods)}")
     acc = pipeline.make_accelerator(load_config(None))
     if not acc.is_main_process:          # one log, from the main process
         log = lambda *args, **kwargs: None  # noqa: E731
@@ -310,6 +326,8 @@ def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print,
     try:
         for ds in suite.datasets:
             for spec in suite.methods:
+                if only and spec.name not in only:
+                    continue
                 label = ds.label or ds.name
                 where = f"{label} / {spec.name}"
                 source_name = spec.run_of or spec.init_from_method
@@ -349,7 +367,7 @@ def run_suite(suite: SuiteConfig, max_methods: Optional[int] = None, log=print,
                 except Exception as e:       # one failing method never takes the suite down
                     failed[where] = _describe(e)
                     log(f"[suite] {where}: FAILED: {failed[where]}")
-        complete = not failed
+        complete = not failed and not only
     finally:
         if acc.is_main_process:
             _write_tables(suite, rows, per_episode, run_root, complete, log)
@@ -372,6 +390,11 @@ def _write_tables(suite: SuiteConfig, rows, per_episode, run_root: Path, complet
     names = {"results": f"results{suffix}", "paired": f"paired{suffix}"}
     run_root.mkdir(parents=True, exist_ok=True)
     write_results(rows, run_root, name=names["results"])
+    warnings = sanity_block(rows)          # implausible orders (more shots lower...): shown, never hidden
+    if warnings:
+        table = run_root / f"{names['results']}.md"
+        atomic_write_text(table, table.read_text() + "\n" + warnings)
+        log("[suite] " + warnings.rstrip().replace("\n", "\n[suite] "))
     plot_results(rows, run_root / f"{names['results']}.png")
     paired = _write_paired(suite, per_episode, run_root, names["paired"]) if suite.reference else False
     stale = [] if paired else [f.format(names["paired"]) for f in _TABLE_FILES]
@@ -395,40 +418,80 @@ def _evaluate_method(suite, ds, spec, cfg, method, acc, memo, per_episode, log,
     train_s = 0.0 if source is not None else pipeline.train_seconds(cfg)
     shown = classifier_label(cfg)
     folder = expand(cfg.run_dir) / "eval" / _safe(label)
-    test_images = test_identity(cfg.data)
+    test_images = None        # read after the first selection: choosing never touches the test split
+    chosen: Dict[Any, Selection] = {}
+
+    def settings_for(ways: int, shots: int) -> Config:
+        """``cfg`` with the test-time settings chosen on validation for this setting (eval.select)."""
+        if not cfg.eval.select:
+            return cfg
+        if (ways, shots) not in chosen:
+            chosen[ways, shots] = _select(method, cfg, clf, checkpoints, ways, shots, suite.queries, folder, acc,
+                                          memo, log)
+        return with_settings(cfg, chosen[ways, shots].settings)
+
+    def extra(ways: int, shots: int) -> Dict[str, Any]:
+        return {"test_time": f"{chosen[ways, shots].label} (val)"} if (ways, shots) in chosen else {}
+
     for ways, shots in suite.settings:
         test_cfg = dataclasses.replace(cfg.data, ways=ways, shots=shots, queries=suite.queries,
                                        test_episodes=suite.test_episodes, episode_seed=suite.episode_seed)
-        key = runs.eval_key(cfg, classifier=clf, checkpoints=checkpoints, data_identity=test_images, ways=ways,
+        run_cfg = settings_for(ways, shots)
+        test_images = test_images or test_identity(cfg.data)
+        key = runs.eval_key(run_cfg, classifier=clf, checkpoints=checkpoints, data_identity=test_images, ways=ways,
                             shots=shots, queries=suite.queries, episodes=suite.test_episodes,
                             episode_seed=suite.episode_seed)
         cache = folder / f"{ways}w{shots}s-{suite.test_episodes}ep-seed{suite.episode_seed}-{runs.key_hash(key)}.json"
         accs = _read_cache(cache, key, acc)
         if accs is None:
-            accs = _evaluate(method, cfg, memo.test_tasks(test_cfg), ways, shots, suite.queries, acc)
+            accs = _evaluate(method, run_cfg, memo.test_tasks(test_cfg), ways, shots, suite.queries, acc)
             if acc.is_main_process:
                 atomic_write_json(cache, {"key": key, "episodes": len(accs), "accuracies": accs.tolist()})
         mean, ci = mean_ci(accs, ci=cfg.eval.ci)
         per_episode.setdefault(f"{label}|{ways}|{shots}", {})[spec.name] = accs
         rows.append({"method": spec.name, "dataset": label, "ways": ways, "shots": shots,
-                     "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": train_s, "classifier": shown})
+                     "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": train_s, "classifier": shown,
+                     **extra(ways, shots)})
         log(f"[suite]   {ways}-way {shots}-shot: {100 * mean:.2f} +- {100 * ci:.2f}")
     if suite.challenge and ds.name.startswith("omniglot"):
-        key = runs.eval_key(cfg, classifier=clf, checkpoints=checkpoints, data_identity=_challenge_digest(cfg),
+        run_cfg = settings_for(20, 1)
+        key = runs.eval_key(run_cfg, classifier=clf, checkpoints=checkpoints, data_identity=_challenge_digest(cfg),
                             challenge="lake-20-runs")
         cache = folder / f"challenge-{runs.key_hash(key)}.json"
         accs = _read_cache(cache, key, acc)
         if accs is None:
-            accs = challenge_accuracies(method, cfg)
+            accs = challenge_accuracies(method, run_cfg)
             if acc.is_main_process:
                 atomic_write_json(cache, {"key": key, "runs": len(accs), "accuracies": accs.tolist()})
         mean, ci = mean_ci(accs, ci=cfg.eval.ci)
         per_episode.setdefault("omniglot-challenge|20|1", {})[spec.name] = accs
         rows.append({"method": spec.name, "dataset": "omniglot-challenge", "ways": 20, "shots": 1,
                      "episodes": len(accs), "acc": mean, "ci95": ci, "train_s": train_s,
-                     "classifier": shown, "error_pct": round(100 * (1 - mean), 2)})
+                     "classifier": shown, "error_pct": round(100 * (1 - mean), 2), **extra(20, 1)})
         log(f"[suite]   one-shot challenge (20 runs): error {100 * (1 - mean):.2f}%")
     return rows
+
+
+def _select(method, cfg: Config, clf: str, checkpoints, ways: int, shots: int, queries: int, folder: Path, acc,
+            memo, log) -> Selection:
+    """The test-time settings of ``cfg.eval.select`` chosen on the validation episodes of the
+    run's training dataset for (ways, shots); cached, with every candidate's score, in
+    ``folder/select-*.json`` keyed by the evaluation key of the validation episodes."""
+    val_cfg = dataclasses.replace(cfg.data, ways=ways, shots=shots, queries=queries)
+    key = runs.eval_key(cfg, classifier=clf, checkpoints=checkpoints, data_identity=val_identity(cfg.data),
+                        split="val", ways=ways, shots=shots, queries=queries, episodes=cfg.data.val_episodes,
+                        episode_seed=cfg.data.episode_seed)
+    cache = folder / f"select-{ways}w{shots}s-{runs.key_hash(key)}.json"
+    stored = _read_stored(cache, key, acc)
+    if stored is not None:
+        return Selection(stored["chosen"], stored["candidates"])
+    tasks = memo.val_tasks(val_cfg)
+    choice = select(cfg, lambda c: _evaluate(method, c, tasks, ways, shots, queries, acc))
+    if acc.is_main_process:
+        atomic_write_json(cache, {"key": key, **choice.to_dict()})
+    shown = ", ".join(f"{s['settings']}: {100 * s['acc']:.2f}" for s in choice.scores)
+    log(f"[suite]   {ways}-way {shots}-shot: chose {choice.label} on {len(tasks)} validation episodes ({shown})")
+    return choice
 
 
 def _write_paired(suite, per_episode, run_root, name: str = "paired") -> bool:

@@ -193,7 +193,8 @@ def _bench(args: argparse.Namespace) -> None:
     from .bench import SuiteFailed
     suite = load_suite(args.suite, args.overrides)
     try:
-        rows = run_suite(suite, max_methods=args.max_methods, restart=args.restart)
+        only = [m.strip() for m in args.only.split(",") if m.strip()] if args.only else None
+        rows = run_suite(suite, max_methods=args.max_methods, restart=args.restart, only=only)
     except SuiteFailed as e:             # the table of what did run, then the one-line error
         if e.rows and PartialState().is_main_process:
             print()
@@ -216,6 +217,8 @@ def bench_main(argv: Optional[List[str]] = None) -> int:
                    help="train at most this many methods, then stop (rerun to continue)")
     p.add_argument("--restart", action="store_true",
                    help="retrain the methods whose finished run was trained with other settings")
+    p.add_argument("--only", metavar="NAMES", default=None,
+                   help="comma-separated method names: run only these (a suite trained in parts)")
     return _run(_bench, p.parse_intermixed_args(argv))
 
 

@@ -124,7 +124,9 @@ class SCLLossConfig:
 @dataclass
 class DistillConfig:
     generations: int = 0         # 0 = no distillation; each generation's student teaches the next
-    epochs: int = 90
+    # None: as long as the teacher trained (its train.epochs; a released checkpoint: this config's
+    # train.epochs), with the same lr decay epochs: the SCL authors' and RFS's recipes
+    epochs: Optional[int] = None
     lr: float = 0.01
     lambda_kd: float = 1.0
     lambda_cd: float = 10.0
@@ -147,6 +149,7 @@ class TrainConfig:
     epochs: int = 90
     lr: float = 0.05
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 5e-4
     optimizer: str = choices("sgd", "adam", default="sgd")
     schedule: str = choices("step", "cosine", "constant", default="step")
@@ -184,7 +187,8 @@ class EpisodicConfig:
     meta_lr: float = 1e-3
     inner_lr: float = 0.4
     inner_steps: int = 1
-    eval_inner_steps: int = 3
+    eval_inner_steps: int = 3         # test time: inner steps on the support set (MAML, FO-MAML, ANIL, Meta-SGD)
+    eval_lr_scale: float = 1.0        # test time: the inner learning rate(s) times this (Meta-SGD: its learned rates)
     distance: str = choices("euclidean", "cosine", default="euclidean")
     init_from: Optional[str] = None   # checkpoint to initialise the backbone (SCL -> ProtoNet, Meta-Baseline)
     first_order: bool = False         # ANIL / Meta-SGD: first-order meta-gradient
@@ -192,6 +196,15 @@ class EpisodicConfig:
     svm_C: float = 0.1                # MetaOptNet: SVM regularisation C
     svm_iters: int = 3                # MetaOptNet: QP solver iterations (train and test)
     ridge_lambda: float = 1.0         # R2-D2: initial ridge penalty (learned)
+    # The meta-optimiser: part of a method's recipe, set in its config (default: Adam at meta_lr,
+    # constant). lr_decay_at: fractions of meta_iterations where the lr is multiplied by
+    # lr_decay_rate (MetaOptNet / R2-D2: SGD, their step decays scaled to the budget).
+    optimizer: str = choices("adam", "sgd", default="adam")
+    momentum: float = 0.9             # SGD only
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    lr_decay_at: List[float] = field(default_factory=list)
+    lr_decay_rate: float = 0.1
 
 
 @dataclass
@@ -209,6 +222,14 @@ class EmbedConfig:
     pk_images: int = 4
     fce: bool = False             # Matching Networks: full-context embeddings (LSTMs)
     fce_steps: int = 1            # attention-LSTM steps for the query embedding
+    # Matching Networks' attention logits: matching_scale * cos(query, support), the scale learned
+    # (initialised at 10 as Meta-Baseline's / cosine classifiers' learnable scale). The paper's raw
+    # cosines (matching_scale=1, matching_learn_scale=false) lie in [0, 1] on ReLU features: the
+    # attention stays nearly uniform. matching_normalize_query=false: easyfsl's / the original code's
+    # dot product of the raw query with unit support vectors (then a scale of 1 is usual).
+    matching_scale: float = 10.0
+    matching_learn_scale: bool = True
+    matching_normalize_query: bool = True
 
 
 @dataclass
@@ -232,6 +253,15 @@ class EvalConfig:
     combine: str = choices("sum", "max", default="sum")
     support_augment: int = 0     # augmented copies per support image (protocol scl); 0 = none
     ci: str = choices("normal", "t", default="normal")   # 95% CI: 1.96 or Student's t (n-1 dof)
+    # Test-time settings chosen on validation episodes, never test ones (scl_plugin.selection):
+    # {key: [candidates]} over eval.* and TEST_TIME_KEYS, e.g. {episodic.eval_inner_steps: [1, 3, 5, 10]};
+    # the best mean validation accuracy per (ways, shots) wins (ties: the first candidate).
+    select: Dict[str, List[Any]] = field(default_factory=dict)
+
+
+# Settings outside the eval section that are read only at test time (never change trained
+# weights): what a method may list in ``test_time_keys`` and eval.select may choose.
+TEST_TIME_KEYS = ("episodic.eval_inner_steps", "episodic.eval_lr_scale")
 
 
 @dataclass
@@ -333,7 +363,7 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"config key '{key}': must be >= 1, got {v}")
     for key, v in (("episodic.meta_iterations", cfg.episodic.meta_iterations),
                    ("episodic.meta_batch_size", cfg.episodic.meta_batch_size), ("train.epochs", cfg.train.epochs),
-                   ("distill.epochs", cfg.distill.epochs), ("train.keep_last", cfg.train.keep_last)):
+                   ("distill.epochs", cfg.distill.epochs or 1), ("train.keep_last", cfg.train.keep_last)):
         if v < 1:
             raise ConfigError(f"config key '{key}': must be >= 1, got {v}")
     for key, v in (("train.lr", cfg.train.lr), ("distill.lr", cfg.distill.lr), ("episodic.meta_lr", cfg.episodic.meta_lr),
@@ -364,9 +394,35 @@ def _check_values(cfg: Config) -> None:
     if cfg.eval.support_augment > 0 and cfg.eval.protocol != "scl":
         raise ConfigError("config key 'eval.support_augment': support augmentation belongs to the SCL "
                           "protocol; set eval.protocol=scl or eval.support_augment=0")
+    _check_select(cfg)
     if d.test_dataset is not None and d.test_dataset not in DATASETS:
         raise ConfigError(f"config key 'data.test_dataset': got {d.test_dataset!r}, "
                           f"allowed: {', '.join(DATASETS)}")
+
+
+def _check_select(cfg: Config) -> None:
+    """eval.select: test-time keys only (never one that changes trained weights), each with a
+    non-empty list of candidates of the key's type, read by this method at test time."""
+    reads = getattr(get_method(cfg.method).cls, "test_time_keys", ())
+    for key, values in cfg.eval.select.items():
+        where = f"config key 'eval.select.{key}'"
+        if not (key in TEST_TIME_KEYS or (key.startswith("eval.") and key != "eval.select")):
+            raise ConfigError(f"{where}: only test-time settings can be chosen on validation (eval.* or "
+                              f"{', '.join(TEST_TIME_KEYS)}); {key} is not one")
+        if key in TEST_TIME_KEYS and key not in reads:
+            raise ConfigError(f"{where}: method {cfg.method} does not read {key} at test time"
+                              + (f" (it reads {', '.join(reads)})" if reads else ""))
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ConfigError(f"{where}: needs a non-empty list of candidates, got {values!r}")
+        *path, name = key.split(".")
+        for value in values:
+            try:
+                node = OmegaConf.structured(cfg)
+                for part in path:
+                    node = node[part]
+                node[name] = value
+            except OmegaConfBaseException as e:
+                raise ConfigError(f"{where}: candidate {value!r}: {_error_text(e)}") from None
 
 
 def tracker_choices() -> List[str]:
@@ -396,6 +452,8 @@ def _check_embed(cfg: Config) -> None:
                           f"for positives and negatives, got {e.pk_classes} x {e.pk_images}")
     if not 0.0 <= e.momentum < 1.0:
         raise ConfigError(f"config key 'embed.momentum': must be in [0, 1), got {e.momentum}")
+    if e.matching_scale <= 0:
+        raise ConfigError(f"config key 'embed.matching_scale': must be > 0, got {e.matching_scale}")
     if e.temperature <= 0 or e.margin < 0 or e.npair_l2 < 0 or e.hidden_dim < 0:
         raise ConfigError("config key 'embed.temperature' must be > 0; embed.margin, embed.npair_l2 and "
                           "embed.hidden_dim must be >= 0")
@@ -424,7 +482,12 @@ def load_structured(schema_cls: type, path: Optional[os.PathLike] = None, overri
             elif any(part.isdigit() for part in key.split(".")):    # into a list entry: datasets.0.overrides=[...]
                 OmegaConf.update(schema, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=False)
             else:
-                schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))
+                try:
+                    schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))
+                except yaml.YAMLError as e:
+                    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                    raise ConfigError(f"override {item!r}: its value is not valid YAML ({problem}; a mapping "
+                                      f"needs a space after each colon: {key}={{a.b: [1, 2]}})") from None
         return OmegaConf.to_object(schema)
     except OmegaConfBaseException as e:
         msg = _error_text(e)
@@ -453,6 +516,39 @@ def config_from_dict(data: Dict[str, Any]) -> Config:
     _check_choices(cfg)
     _check_values(cfg)
     return cfg
+
+
+def get_setting(cfg: Config, key: str) -> Any:
+    """The value of a dotted key (``episodic.eval_inner_steps``) of ``cfg``."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def with_settings(cfg: Config, settings: Dict[str, Any]) -> Config:
+    """A validated copy of ``cfg`` with the dotted ``{key: value}`` settings applied (an unknown
+    key or a wrong type is an error naming the key)."""
+    if not settings:
+        return cfg
+    nested: Dict[str, Any] = {}
+    for key, value in settings.items():
+        *path, name = key.split(".")
+        node = nested
+        for part in path:
+            node = node.setdefault(part, {})
+        node[name] = value
+    try:
+        base = OmegaConf.structured(cfg)
+        base.eval.select = {}          # a Dict[str, List[Any]] field: merged as a whole below
+        merged = OmegaConf.merge(base, nested)
+        merged.eval.select = OmegaConf.create(dict(cfg.eval.select))
+        out = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_error_text(e)) from None
+    _check_choices(out)
+    _check_values(out)
+    return out
 
 
 def to_dict(cfg: Config) -> Dict[str, Any]:

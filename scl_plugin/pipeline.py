@@ -34,6 +34,7 @@ from .distributed import broadcast_buffers, check_launch
 from .evaluation import SupportAugment
 from .evaluation import evaluate as evaluate_episodes
 from .evaluation.simpleshot import base_mean as simpleshot_base_mean
+from .evaluation.stats import mean_ci
 from .registry import get_method, method_names
 from . import training
 from .training import CheckpointError, EpisodeBatches, FlatBatches, PKBatches, Trainer, load_checkpoint
@@ -167,10 +168,11 @@ def _validator(cfg: Config, data: FewShotData) -> Optional[Callable[[nn.Module],
         return None
     episodes = [data.val_tasks[i] for i in range(min(cfg.data.val_episodes, len(data.val_tasks)))]
 
-    def validate(module: nn.Module) -> float:
+    def validate(module: nn.Module) -> Dict[str, float]:
         accs = evaluate_episodes(module.backbone, episodes, cfg.data.ways, cfg.data.shots, cfg.data.queries,
                                  classifier="proto_cosine", progress=False)
-        return float(np.mean(accs))
+        mean, ci = mean_ci(accs)           # the CI tells a converged curve from noise (analysis.convergence)
+        return {"val_acc": mean, "val_ci95": ci}
     return validate
 
 
@@ -286,9 +288,13 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
         e = cfg.episodic
         steps = min(100, e.meta_iterations)
         budget = e.meta_iterations if cfg.train.max_steps < 0 else min(e.meta_iterations, cfg.train.max_steps)
-        tcfg = dataclasses.replace(cfg.train, optimizer="adam", lr=e.meta_lr, weight_decay=0.0,
-                                   schedule="constant", max_steps=budget)
         epochs = math.ceil(e.meta_iterations / steps)
+        # the method's own recipe (episodic.optimizer ...; its config), in "epochs" of `steps` tasks
+        tcfg = dataclasses.replace(cfg.train, optimizer=e.optimizer, lr=e.meta_lr, weight_decay=e.weight_decay,
+                                   momentum=e.momentum, nesterov=e.nesterov, max_steps=budget,
+                                   schedule="step" if e.lr_decay_at else "constant",
+                                   lr_decay_epochs=[round(f * e.meta_iterations / steps) for f in e.lr_decay_at],
+                                   lr_decay_rate=e.lr_decay_rate)
         trainer = Trainer(method, tcfg, run_dir / "train", epochs=epochs, accelerator=acc, validate=validate,
                           meta=meta, config=to_dict(cfg), desc=cfg.method, on_checkpoint=clock and clock.tick)
         result = trainer.fit(EpisodeBatches(data.train_tasks, e.meta_batch_size, steps, cfg.data.num_workers), steps,
@@ -340,12 +346,24 @@ def _pretrain_set(cfg: Config, data: FewShotData, two_view: bool):
     return data.pretrain_set(two_view=two_view)
 
 
+def distill_epochs(cfg: Config) -> int:
+    """Epochs of each distillation generation: ``distill.epochs``, or (None) as many as the
+    teacher trained: a teacher run's ``train.epochs`` (its ``config.yaml``), else this config's."""
+    if cfg.distill.epochs is not None:
+        return cfg.distill.epochs
+    teacher = cfg.distill.teacher
+    if teacher and expand(teacher).is_dir() and (expand(teacher) / "config.yaml").is_file():
+        return load_config(expand(teacher) / "config.yaml").train.epochs
+    return cfg.train.epochs
+
+
 def _distill(cfg: Config, data: FewShotData, teacher: nn.Module, acc: Accelerator, validate, resume: bool,
              clock: Optional[runs.TrainClock] = None) -> nn.Module:
     run_dir, d = expand(cfg.run_dir), cfg.distill
+    epochs = distill_epochs(cfg)
     for g in range(1, d.generations + 1):
         module = Distiller.from_teacher(teacher, d, new_backbone=_backbone_factory(cfg, data))
-        tcfg = dataclasses.replace(cfg.train, epochs=d.epochs, lr=d.lr)
+        tcfg = dataclasses.replace(cfg.train, epochs=epochs, lr=d.lr)
         ckpt_dir = run_dir / f"distill-{g}"
         meta = {"method": f"{cfg.method}-distill", "backbone": cfg.model.name, "num_classes": data.num_classes,
                 "channels": data.channels}
@@ -356,7 +374,7 @@ def _distill(cfg: Config, data: FewShotData, teacher: nn.Module, acc: Accelerato
             two = teacher.needs_two_views and d.double_transform
             batches = FlatBatches(_pretrain_set(cfg, data, two), cfg.data.batch_size,
                                   cfg.seed + g, cfg.data.num_workers)
-            trainer = Trainer(module, tcfg, ckpt_dir, epochs=d.epochs, accelerator=acc, validate=validate,
+            trainer = Trainer(module, tcfg, ckpt_dir, epochs=epochs, accelerator=acc, validate=validate,
                               meta=meta, config=to_dict(cfg), desc=f"distill g{g}",
                               parameters=module.student.parameters(), on_checkpoint=clock and clock.tick)
             trainer.fit(batches, batches.steps_per_epoch, resume=resume)
@@ -466,6 +484,8 @@ def evaluate(method: nn.Module, cfg: Config, tasks: Any, ways: int, shots: int, 
     protocol (``cfg.eval``); ``split`` as in :func:`scl_plugin.evaluation.evaluate`."""
     clf = classifier_for(cfg)
     method.eval()
+    if hasattr(method, "configure_eval"):      # a FewShotMethod (not a bare backbone)
+        method.configure_eval(cfg)
     if clf == "native":
         return evaluate_episodes(method.adapt, tasks, ways, shots, queries, classifier="native",
                                  indices=indices, progress=progress, split=split)

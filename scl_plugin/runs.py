@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
-from .config import Config, ConfigError
+from .config import TEST_TIME_KEYS, Config, ConfigError, get_setting
 from .registry import get_method
 from .utils import RunDirError, atomic_write_json, expand, make_run_dir
 
@@ -53,7 +53,7 @@ TIME_FILE = "train_time.json"
 _NOT_WEIGHTS = {
     "run_dir", "eval", "data.root", "data.test_dataset", "data.test_root", "data.test_episodes",
     "data.val_episodes", "data.episode_seed", "data.cache_dir", "data.download", "train.log_every", "train.progress_every_s",
-    "train.keep_last", "train.save_every", "train.validate", "episodic.eval_inner_steps",
+    "train.keep_last", "train.save_every", "train.validate", *TEST_TIME_KEYS,
     "train.max_steps",      # a step budget only pauses a run: final.pt exists once the full schedule ran
     "train.log_with",       # where the metrics are also sent (experiment trackers)
 }
@@ -199,6 +199,14 @@ def _stamp_hint(run_dir: Path) -> str:
             f"stamp_run(load_config('<config.yaml>', ['run_dir={run_dir}']))\"`")
 
 
+# Keys whose default is not what runs trained before the key existed did: such a run is read as
+# having been trained with the value here, so it is refused (retrain) rather than reused as if new.
+OLDER_BEHAVIOUR: Dict[str, Any] = {
+    "embed.matching_scale": 1.0,            # Matching Networks: softmax over raw cosines
+    "embed.matching_learn_scale": False,
+}
+
+
 def check_run(cfg: Config, restart_hint: str = "--restart") -> None:
     """Refuse, in one line, to resume or reuse ``cfg.run_dir`` if its weights belong to other settings."""
     run_dir = expand(cfg.run_dir)
@@ -213,12 +221,16 @@ def check_run(cfg: Config, restart_hint: str = "--restart") -> None:
     record = json.loads(path.read_text())
     have = record.get("settings", {})
     want = weight_settings(cfg)
-    # a key added to the config after the run was trained: fine while it has its default value
-    defaults = _flatten(dataclasses.asdict(Config()))
+    # a key added to the config after the run was trained: fine while it has its default value,
+    # unless the default is not what the code did before the key existed (OLDER_BEHAVIOUR)
+    defaults = {**_flatten(dataclasses.asdict(Config())), **OLDER_BEHAVIOUR}
     diff = [k for k in sorted(want) if (have[k] != want[k] if k in have else want[k] != defaults.get(k))]
     if diff:
-        shown = ", ".join(f"{k}: {_show(have.get(k, '<unset>'))} there, {_show(want.get(k, '<unset>'))} now"
-                          for k in diff[:6])
+        def there(k: str) -> str:
+            if k in have:
+                return _show(have[k])
+            return f"{_show(OLDER_BEHAVIOUR[k])} (trained before the key existed)" if k in OLDER_BEHAVIOUR else "<unset>"
+        shown = ", ".join(f"{k}: {there(k)} there, {_show(want.get(k, '<unset>'))} now" for k in diff[:6])
         more = f" (+{len(diff) - 6} more)" if len(diff) > 6 else ""
         raise SettingsMismatch(
             f"{run_dir} was trained with other settings ({shown}{more}): rerun with the settings it was "
@@ -329,7 +341,7 @@ def eval_key(cfg: Config, *, classifier: str, checkpoints: Sequence[Path], data_
     return {"eval": dataclasses.asdict(cfg.eval), "classifier": classifier,
             "test_data": {"dataset": d.test_dataset or d.dataset, "root": str(d.test_root or d.root),
                           "image_size": d.image_size, "cub_split": d.cub_split, "identity": data_identity},
-            "episode": episode, "eval_inner_steps": cfg.episodic.eval_inner_steps,
+            "episode": episode, "test_time": {k: get_setting(cfg, k) for k in TEST_TIME_KEYS},
             "checkpoints": checkpoint_identity(checkpoints)}
 
 

@@ -173,3 +173,34 @@ def test_suite_row_run_of_trains_nothing(tmp_path):
     path.write_text(yaml.safe_dump(suite))
     with pytest.raises(ConfigError, match="run_of='ce' must name an earlier method"):
         load_suite(path)
+
+
+def _matching(real, tmp_path, overrides):
+    """Matching Networks trained 60 meta-iterations on Omniglot-small (seeded): (accuracy on the
+    test episodes, mean of each query's largest attention weight in 5-way 1-shot)."""
+    data, episodes = real
+    cfg = load_config(CONFIGS / "matchingnet.yaml", REAL + overrides + [
+        "episodic.meta_iterations=60", "data.ways=5", "data.shots=1", f"run_dir={tmp_path}"])
+    torch.manual_seed(0)
+    method = pipeline.train(cfg, data=data)
+    method.eval()
+    top = []
+    with torch.no_grad():
+        for x, y in episodes[:10]:
+            xs, ys, xq, _ = split_support_query(x, y, 5, 1, 5)
+            f, g = method.embed(xq), method.embed(xs)
+            f = torch.nn.functional.normalize(f, dim=1) if method.normalize_query else f
+            top.append(method.attention(f, torch.nn.functional.normalize(g, dim=1)).max(1).values.mean())
+    accs = pipeline.evaluate(method, cfg, episodes, 5, 1, 5, progress=False)
+    return float(accs.mean()), float(torch.stack(top).mean())
+
+
+def test_matching_networks_attention_is_sharp_and_beats_the_raw_cosine(real, tmp_path):
+    """Issue 26: a softmax over raw cosines of ReLU features is nearly uniform (the cosines lie in
+    [0, 1]); the learned scale (init 10) makes the attention pick a support image."""
+    acc, top = _matching(real, tmp_path / "scaled", [])
+    raw_acc, raw_top = _matching(real, tmp_path / "raw", ["embed.matching_scale=1.0",
+                                                          "embed.matching_learn_scale=false"])
+    assert raw_top < 0.3 < 0.45 < top, (raw_top, top)       # uniform over 5 support images: 0.2
+    assert acc > raw_acc + 0.10, (raw_acc, acc, raw_top, top)
+    assert acc > 0.6, acc

@@ -36,6 +36,9 @@ from .maml import widen_head
 
 @register_method("anil", batches="episodes", classifier="native")
 class ANIL(EpisodicMethod):
+    test_time_keys = ("episodic.eval_inner_steps", "episodic.eval_lr_scale")
+    eval_lr_scale = 1.0
+
     def __init__(self, backbone: nn.Module, ways: int, shots: int, queries: int, inner_lr: float = 0.1,
                  inner_steps: int = 5, eval_inner_steps: int = 10, first_order: bool = False):
         super().__init__(backbone, ways, shots, queries)
@@ -48,10 +51,12 @@ class ANIL(EpisodicMethod):
         return super().from_config(cfg, backbone, data, inner_lr=e.inner_lr, inner_steps=e.inner_steps,
                                    eval_inner_steps=e.eval_inner_steps, first_order=e.first_order, **options)
 
-    def _adapt_head(self, fs: torch.Tensor, ys: torch.Tensor, steps: int, ways: int, first_order=None) -> nn.Module:
+    def _adapt_head(self, fs: torch.Tensor, ys: torch.Tensor, steps: int, ways: int, first_order=None,
+                    lr_scale: float = 1.0) -> nn.Module:
         learner = self.head.clone(first_order=first_order)
         if ways != self.ways:
             learner.module = widen_head(learner.module, ways)
+        learner.lr = learner.lr * lr_scale
         for _ in range(steps):
             learner.adapt(F.cross_entropy(learner(fs), ys), first_order=first_order)
         return learner
@@ -64,7 +69,8 @@ class ANIL(EpisodicMethod):
         ways = check_labels(support_y)
         fs = self.embed(support_x)
         with torch.enable_grad():
-            head = self._adapt_head(fs, support_y.to(fs.device), self.eval_inner_steps, ways, first_order=True)
+            head = self._adapt_head(fs, support_y.to(fs.device), self.eval_inner_steps, ways, first_order=True,
+                                    lr_scale=self.eval_lr_scale)
         return _HeadOnFeatures(self, head)
 
 

@@ -44,6 +44,9 @@ class FewShotMethod(nn.Module):
     """
 
     backbone: nn.Module
+    # the test-time settings (config.TEST_TIME_KEYS) this method reads; configure_eval sets each
+    # as the attribute of its last name (episodic.eval_inner_steps -> self.eval_inner_steps)
+    test_time_keys: Tuple[str, ...] = ()
     needs_two_views = False
     pk_batches = False
     find_unused_parameters = False
@@ -73,6 +76,12 @@ class FewShotMethod(nn.Module):
         the backbone's weights (a method with more parts of the file overrides this)."""
         from ..backbones.rfs import load_rfs_weights
         load_rfs_weights(self.backbone.model, ckpt)
+
+    def configure_eval(self, cfg: Config) -> None:
+        """Take ``cfg``'s test-time settings (:attr:`test_time_keys`) before an evaluation."""
+        from ..config import get_setting
+        for key in self.test_time_keys:
+            setattr(self, key.rsplit(".", 1)[-1], get_setting(cfg, key))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features (the embedding few-shot evaluation uses)."""

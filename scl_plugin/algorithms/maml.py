@@ -78,6 +78,9 @@ class MAMLMethod(EpisodicMethod):
     embeds_tasks = False     # the backbone runs inside each task's clone
     compile_unsupported = "learn2learn's MAML clones the model every task"
 
+    test_time_keys = ("episodic.eval_inner_steps", "episodic.eval_lr_scale")
+    eval_lr_scale = 1.0
+
     def __init__(self, backbone: nn.Module, ways: int, shots: int, queries: int, inner_lr: float = 0.4,
                  inner_steps: int = 1, eval_inner_steps: int = 3, first_order: bool = False):
         super().__init__(None, ways, shots, queries)
@@ -102,10 +105,16 @@ class MAMLMethod(EpisodicMethod):
     def _widen(self, learner: nn.Module, ways: int) -> None:
         learner.module.head = widen_head(learner.module.head, ways)
 
-    def _adapt(self, xs: torch.Tensor, ys: torch.Tensor, steps: int, ways: int, first_order=None):
+    def _scale_lr(self, learner: nn.Module, scale: float) -> None:
+        learner.lr = learner.lr * scale
+
+    def _adapt(self, xs: torch.Tensor, ys: torch.Tensor, steps: int, ways: int, first_order=None,
+               lr_scale: float = 1.0):
         learner = self._clone(first_order)
         if ways != self.ways:
             self._widen(learner, ways)
+        if lr_scale != 1.0:
+            self._scale_lr(learner, lr_scale)
         for _ in range(steps):
             learner.adapt(F.cross_entropy(learner(xs), ys), first_order=first_order)
         return learner
@@ -120,7 +129,7 @@ class MAMLMethod(EpisodicMethod):
         device = model_device(self)
         with eval_mode(self), torch.enable_grad():
             learner = self._adapt(support_x.to(device), support_y.to(device), self.eval_inner_steps, ways,
-                                  first_order=True)
+                                  first_order=True, lr_scale=self.eval_lr_scale)
         return _Detached(learner, device)
 
 

@@ -3,9 +3,14 @@
 A query's class distribution is an attention-weighted vote of the support labels, the
 attention being a softmax over cosine similarities between the query and support embeddings::
 
-    a(q, i) = softmax_i cos(f(q), g(x_i)),      P(y = c | q) = sum_{i: y_i = c} a(q, i)
+    a(q, i) = softmax_i s * cos(f(q), g(x_i)),      P(y = c | q) = sum_{i: y_i = c} a(q, i)
 
-and the loss is the query NLL, averaged over a meta-batch of tasks. Without full-context
+and the loss is the query NLL, averaged over a meta-batch of tasks. ``s`` is a learned scale
+(``scale``, initialised at 10 as Meta-Baseline's learnable cosine scale): the paper's raw
+cosines (``s = 1``) lie in [0, 1] on ReLU features, so the attention stays nearly uniform (the
+largest of 5 weights about 0.27) and the loss cannot fall below about 0.9. ``normalize_query=False``
+is easyfsl's and the original code's answer to the same problem: the raw query embedding against
+unit support vectors. Without full-context
 embeddings (the default) ``f = g = backbone``. With ``fce=True`` the support embeddings are
 read by a bidirectional LSTM (``g(x_i) = g'(x_i) + h_fw_i + h_bw_i``) and each query embedding
 is refined by ``fce_steps`` steps of an attention LSTM over them (the paper's Appendix A).
@@ -35,9 +40,15 @@ from .base import EpisodicMethod
 @register_method("matchingnet", batches="episodes", classifier="native")
 class MatchingNetwork(EpisodicMethod):
     def __init__(self, backbone: nn.Module, ways: int, shots: int, queries: int, fce: bool = False,
-                 fce_steps: int = 1):
+                 fce_steps: int = 1, scale: float = 10.0, learn_scale: bool = True,
+                 normalize_query: bool = True):
         super().__init__(backbone, ways, shots, queries)
-        self.fce, self.fce_steps = fce, fce_steps
+        self.fce, self.fce_steps, self.normalize_query = fce, fce_steps, normalize_query
+        scale = torch.tensor(float(scale))
+        if learn_scale:
+            self.scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("scale", scale)
         d = backbone.feature_dim
         if fce:
             self.support_lstm = nn.LSTM(d, d, batch_first=True, bidirectional=True)
@@ -45,7 +56,10 @@ class MatchingNetwork(EpisodicMethod):
 
     @classmethod
     def from_config(cls, cfg, backbone, data=None, *, gather=False, **options):
-        return super().from_config(cfg, backbone, data, fce=cfg.embed.fce, fce_steps=cfg.embed.fce_steps, **options)
+        e = cfg.embed
+        return super().from_config(cfg, backbone, data, fce=e.fce, fce_steps=e.fce_steps, scale=e.matching_scale,
+                                   learn_scale=e.matching_learn_scale, normalize_query=e.matching_normalize_query,
+                                   **options)
 
     def _support(self, g: torch.Tensor) -> torch.Tensor:
         if not self.fce:
@@ -69,11 +83,15 @@ class MatchingNetwork(EpisodicMethod):
         """(n_query, ways) log P(y | query) from support / query embeddings."""
         g = self._support(support)
         f = self._query(query, g)
-        att = torch.softmax(F.normalize(f, dim=1) @ F.normalize(g, dim=1).t(), dim=1)
+        att = self.attention(F.normalize(f, dim=1) if self.normalize_query else f, F.normalize(g, dim=1))
         probs = att @ F.one_hot(support_y, ways).to(att.dtype)
         return probs.clamp_min(1e-12).log()
 
     log_probs = task_logits
+
+    def attention(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """(n_query, n_support) attention ``softmax(scale * f @ g.T)`` (unit ``g``; ``f`` as configured)."""
+        return torch.softmax(self.scale * (f @ g.t()), dim=1)
 
     def task_loss(self, logits: torch.Tensor, query_y: torch.Tensor) -> torch.Tensor:
         """The query NLL (``task_logits`` are already log-probabilities)."""

@@ -41,6 +41,10 @@ class MetaSGDMethod(MAMLMethod):
     def _clone(self, first_order=None) -> nn.Module:
         return self.maml.clone()          # MetaSGD.clone() takes no order; adapt() gets it
 
+    def _scale_lr(self, learner: nn.Module, scale: float) -> None:
+        for i in range(len(learner.lrs)):        # its learned per-parameter rates
+            learner.lrs[i] = learner.lrs[i] * scale
+
     def _widen(self, learner: nn.Module, ways: int) -> None:
         super()._widen(learner, ways)
         # the head's weight and bias are the last two parameters, hence the last two rates

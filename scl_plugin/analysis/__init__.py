@@ -4,6 +4,7 @@
   spectra         singular-value spectra / explained variance of feature matrices
   alignment       alignment and uniformity of L2-normalised embeddings (Wang & Isola, 2020)
   feature_reuse   per-layer linear CKA before / after inner-loop adaptation (Raghu et al., 2020)
+  convergence     did a run converge (validation still rising in the last fifth?), what it consumed
 
 Plotting uses matplotlib's Agg backend and is imported lazily, so importing this package stays cheap.
 
@@ -24,6 +25,7 @@ Example (``model(x) -> (B, d)`` pooled features; ``data.train_meta`` / ``data.te
     >>> 0 <= knn_accuracy(qry, qry_y, ref, ref_y, k=1) <= 1
     True
 """
+from .convergence import check_curve, convergence, final_stage, plot_curves, read_curve
 from .alignment import alignment, alignment_uniformity, class_alignment, plot_alignment_uniformity, uniformity
 from .feature_reuse import feature_reuse, layer_outputs, linear_cka, plot_feature_reuse, stage_names
 from .retrieval import extract_dataset_features, knn_accuracy, knn_predict, nearest_neighbours, retrieval_grid
@@ -33,3 +35,4 @@ __all__ = ["extract_dataset_features", "knn_accuracy", "knn_predict", "nearest_n
            "spectrum", "plot_spectra",
            "alignment", "class_alignment", "uniformity", "alignment_uniformity", "plot_alignment_uniformity",
            "linear_cka", "stage_names", "layer_outputs", "feature_reuse", "plot_feature_reuse"]
+__all__ += ["read_curve", "final_stage", "check_curve", "convergence", "plot_curves"]

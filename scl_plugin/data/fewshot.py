@@ -152,6 +152,24 @@ def build_test_tasks(cfg) -> Any:
                         where=f"{name} test split ({test.where})")
 
 
+def build_val_tasks(cfg) -> Any:
+    """``cfg.val_episodes`` fixed episodes of ``cfg``'s shape (ways, shots, queries) from the
+    training dataset's validation split, seeded by ``cfg.episode_seed`` (what a run is tuned on;
+    never the test split)."""
+    size = int(cfg.image_size)
+    val = _splits(cfg)["val"]
+    meta = make_meta_dataset(_image_set(val, channels_for(cfg.dataset), size, "none", f"{cfg.dataset} val",
+                                        _splits(cfg)["train"].stats))
+    return make_taskset(meta, cfg.ways, cfg.shots, cfg.queries, cfg.val_episodes, seed=f"val/{cfg.episode_seed}",
+                        where=f"{cfg.dataset} val split ({val.where})")
+
+
+def val_identity(cfg) -> str:
+    """Content fingerprint of the validation images of ``cfg`` (a DataConfig)."""
+    from .identity import split_identity
+    return split_identity(_splits(cfg)["val"])
+
+
 def train_identity(cfg) -> str:
     """Content fingerprint of the training images of ``cfg`` (a DataConfig): what a run's weights
     are computed from (:func:`scl_plugin.data.identity.split_identity`; cheap on a warm cache)."""

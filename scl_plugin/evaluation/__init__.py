@@ -25,6 +25,7 @@ from .logreg import (BatchedLogisticRegression, fit_logreg, fit_logreg_gram, fit
                      sklearn_logreg_fit, sklearn_logreg_predict, sklearn_logreg_predict_proba)
 from .protocol import (COMBINES, PROTOCOLS, SupportAugment, combine_probabilities, scl_features,
                        scl_predict, scl_probabilities)
+from .sanity import sanity_block, sanity_warnings
 from .simpleshot import base_mean, cl2n
 from .report import format_table, paired_table, plot_results, write_results
 from .stats import mean_ci, paired_difference
@@ -40,3 +41,4 @@ __all__ = [
     "format_table", "paired_table", "plot_results", "write_results",
     "mean_ci", "paired_difference", "base_mean", "cl2n", "simpleshot",
 ]
+__all__ += ["sanity_warnings", "sanity_block"]

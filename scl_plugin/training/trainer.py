@@ -249,7 +249,8 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig, lr: 
     params = [p for p in params if p.requires_grad]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov)
 
 
 def lr_factor(cfg: TrainConfig, epochs: int) -> Callable[[int], float]:
@@ -282,7 +283,7 @@ class Trainer:
 
     def __init__(self, method: torch.nn.Module, cfg: TrainConfig, ckpt_dir: Path, *,
                  epochs: int, lr: Optional[float] = None, accelerator: Optional[Accelerator] = None,
-                 validate: Optional[Callable[[torch.nn.Module], float]] = None,
+                 validate: Optional[Callable[[torch.nn.Module], Any]] = None,
                  meta: Optional[Dict[str, Any]] = None, config: Optional[Dict[str, Any]] = None,
                  desc: str = "train", parameters: Optional[Iterable[torch.nn.Parameter]] = None,
                  on_checkpoint: Optional[Callable[[], None]] = None):
@@ -544,12 +545,15 @@ class Trainer:
                 self.scheduler.step()
                 record = epoch_means.read()
                 if self.validate is not None and cfg.validate:
-                    score = float(self.validate(self.method))
+                    result = self.validate(self.method)   # a float, or {"val_acc": ..., other val_* entries}
+                    extra = dict(result) if isinstance(result, dict) else {"val_acc": result}
+                    score = float(extra.pop("val_acc"))
                     if acc.num_processes > 1:            # decide "best" on rank 0's score everywhere
                         from accelerate.utils import broadcast_object_list
                         score = broadcast_object_list([score])[0]
                     self.method.train()
                     record["val_acc"] = score
+                    record.update({k: float(v) for k, v in extra.items()})
                     if score > self.best_score:
                         self.best_score = score
                         self._save("best.pt")
