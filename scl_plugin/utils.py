@@ -188,9 +188,14 @@ def expand(path: Optional[PathLike]) -> Optional[Path]:
 
 
 def save_figure(fig: Any, path: PathLike, dpi: int = 100) -> PathLike:
-    """Write a matplotlib figure to ``path`` (parent folders created) and close it."""
+    """Write a matplotlib figure to ``path`` atomically (format from the suffix, parent folders
+    created: an interrupted write never leaves half an image) and close it."""
+    import io
     import matplotlib.pyplot as plt
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=os.path.splitext(str(path))[1].lstrip(".") or "png", dpi=dpi)
     plt.close(fig)
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getvalue())
     return path

@@ -289,12 +289,5 @@ def plot_curves(curves: Mapping[str, Sequence[Any]], path: Union[str, Path], tit
     if curves:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import io
-    buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip(".") or "png")
-    from ..utils import atomic_open
-    with atomic_open(path, "wb") as f:
-        f.write(buf.getvalue())
-    return path
+    from ..utils import save_figure
+    return Path(save_figure(fig, path))

@@ -164,11 +164,5 @@ def plot_results(rows: Sequence[Mapping[str, Any]], path, title: Optional[str] =
         ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip(".") or "png")
-    from ..utils import atomic_open
-    with atomic_open(path, "wb") as f:
-        f.write(buf.getvalue())
-    return path
+    from ..utils import save_figure
+    return Path(save_figure(fig, path))
