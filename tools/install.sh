@@ -38,7 +38,8 @@ if ! "$VENV/bin/python" -c "import learn2learn" >/dev/null 2>&1; then
     pip install -q --no-deps "$whl"
 fi
 
-pip install -q -c constraints.txt -e ".[test]"
+# extras: test (pytest, tensorboard) and peers (easyfsl, for benchmarks/peers.py and tests/test_peers.py)
+pip install -q -c constraints.txt -e ".[test,peers]"
 
 # MetaOptNet's SVM head (learn2learn.nn.SVClassifier) solves its QP with qpth, whose metadata
 # pins numpy<2 although its code runs on numpy 2 (tested: tests/test_baselines.py). Install it
@@ -47,6 +48,6 @@ pip install -q -c constraints.txt -e ".[test]"
 if ! "$VENV/bin/python" -c "import qpth.qp" >/dev/null 2>&1; then
     pip install -q --no-deps qpth==0.0.18
 fi
-"$VENV/bin/python" -c "import scl_plugin, learn2learn, timm, torchvision, accelerate, sklearn, qpth.qp" 2>/dev/null
+"$VENV/bin/python" -c "import scl_plugin, learn2learn, timm, torchvision, accelerate, sklearn, qpth.qp, easyfsl" 2>/dev/null
 echo "$want" > "$STAMP"
 echo "environment ready: $VENV"
