@@ -333,6 +333,7 @@ def distill_lines(suite, per_episode: dict) -> list:
     run_root = expand(suite.run_dir)
     out = ["| student | teacher | teacher epochs | student epochs | dataset | ways | shots | student − teacher |",
            "|---|---|---:|---:|---|---:|---:|---:|"]
+    below = {}
     for spec in suite.methods:
         if not spec.init_from_method or not spec.name.endswith("distill"):
             continue
@@ -344,6 +345,12 @@ def distill_lines(suite, per_episode: dict) -> list:
             if spec.name in by and teacher.name in by:
                 out.append(f"| {spec.name} | {teacher.name} | {t_epochs} | {distill_epochs(cfg)} | {ds} | {w} | {sh} | "
                            f"{paired_cell(by, spec.name, teacher.name)} |")
+                d, c = paired_difference(by[spec.name], by[teacher.name])
+                below.setdefault(spec.name, []).append(d + c < 0)
+    out.append("")
+    for name, flags in below.items():
+        out.append(f"* {name}: below its teacher beyond the CI in {sum(flags)} of {len(flags)} settings"
+                   + (" (at equal budget; not tuned further on test episodes)." if any(flags) else "."))
     return out
 
 
