@@ -145,12 +145,22 @@ def _eval(args: argparse.Namespace) -> None:
                               f"data.* test settings, or train another run")
         method, _ = pipeline.load_trained(run_dir, cfg=cfg)
     d = cfg.data
+    extra = {}
+    if cfg.eval.select:                  # test-time settings chosen on validation episodes first
+        from .config import with_settings
+        from .data.fewshot import build_val_tasks
+        from .selection import select
+        val = build_val_tasks(d)
+        choice = select(cfg, lambda c: pipeline.evaluate(method, c, val, d.ways, d.shots, d.queries, progress=False))
+        print(f"chose {choice.label} on {len(val)} validation episodes (" + ", ".join(
+            f"{s['settings']}: {100 * s['acc']:.2f}" for s in choice.scores) + ")")
+        cfg, extra = with_settings(cfg, choice.settings), {"test_time": f"{choice.label} (val)"}
     tasks = build_test_tasks(d)          # the test split only: train/validation are not needed
     accs = pipeline.evaluate(method, cfg, tasks, d.ways, d.shots, d.queries)
     mean, ci = mean_ci(accs, ci=cfg.eval.ci)
     print(format_table([{"method": cfg.method, "dataset": d.test_dataset or d.dataset, "ways": d.ways,
                          "shots": d.shots, "episodes": len(accs), "acc": mean, "ci95": ci,
-                         "protocol": pipeline.protocol_for(cfg)}]))
+                         "protocol": pipeline.protocol_for(cfg), **extra}]))
 
 
 def _method_from_weights(args: argparse.Namespace):

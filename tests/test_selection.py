@@ -7,6 +7,7 @@ import yaml
 from scl_plugin import bench, pipeline
 from scl_plugin.bench import load_suite, run_suite
 from scl_plugin.config import ConfigError, load_config
+from scl_plugin import data as scl_data
 from scl_plugin.data import fewshot
 
 from test_bench import CONFIGS, TINY
@@ -55,8 +56,10 @@ def spy(monkeypatch):
         log.append(("evaluate", made.get(id(tasks), "?"), cfg.episodic.eval_inner_steps, cfg.episodic.eval_lr_scale))
         return real_eval(method, cfg, tasks, *args, **kwargs)
 
-    monkeypatch.setattr(bench, "build_val_tasks", val_tasks)
-    monkeypatch.setattr(bench, "build_test_tasks", test_tasks)
+    for module in (bench, fewshot):          # the harness's and scl-eval's (imported at call time)
+        monkeypatch.setattr(module, "build_val_tasks", val_tasks)
+    for module in (bench, scl_data):
+        monkeypatch.setattr(module, "build_test_tasks", test_tasks)
     monkeypatch.setattr(fewshot, "_splits", splits)
     monkeypatch.setattr(bench.pipeline, "evaluate", evaluate)
     return log
@@ -108,3 +111,19 @@ def test_select_refuses_settings_that_change_the_weights_or_that_the_method_igno
         load_config(CONFIGS / "maml.yaml", ["eval.select={eval.C: []}"])
     cfg = load_config(CONFIGS / "ce.yaml", ["eval.select={eval.C: [0.1, 1.0, 10.0]}"])   # logistic regression's C
     assert cfg.eval.select == {"eval.C": [0.1, 1.0, 10.0]}
+
+
+def test_scl_eval_chooses_on_validation_too(tmp_path, capsys, spy):
+    from scl_plugin.cli import eval_main, train_main
+    from test_bench import TINY
+    overrides = [o.format(cache=tmp_path / "cache") for o in TINY] + [
+        f"run_dir={tmp_path / 'run'}", "data.dataset=synthetic", "data.queries=3", "episodic.meta_iterations=4"]
+    assert train_main([str(CONFIGS / "fomaml.yaml"), *overrides]) == 0
+    capsys.readouterr()
+    spy.clear()
+    assert eval_main([str(tmp_path / "run"), "eval.select={episodic.eval_inner_steps: [1, 2]}",
+                      "data.test_episodes=4"]) == 0
+    out = capsys.readouterr().out
+    assert "chose eval_inner_steps=" in out and "(val)" in out
+    assert [e[1] for e in spy if e[0] == "evaluate"] == ["val", "val", "test"]   # 2 candidates, then the test
+    assert spy.index(("read", "test")) > 1
