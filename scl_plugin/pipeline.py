@@ -293,7 +293,7 @@ def _train(cfg: Config, data: Optional[FewShotData], accelerator: Optional[Accel
         tcfg = dataclasses.replace(cfg.train, optimizer=e.optimizer, lr=e.meta_lr, weight_decay=e.weight_decay,
                                    momentum=e.momentum, nesterov=e.nesterov, max_steps=budget,
                                    schedule="step" if e.lr_decay_at else "constant",
-                                   lr_decay_epochs=[round(f * e.meta_iterations / steps) for f in e.lr_decay_at],
+                                   lr_decay_epochs=[max(1, round(f * e.meta_iterations / steps)) for f in e.lr_decay_at],
                                    lr_decay_rate=e.lr_decay_rate)
         trainer = Trainer(method, tcfg, run_dir / "train", epochs=epochs, accelerator=acc, validate=validate,
                           meta=meta, config=to_dict(cfg), desc=cfg.method, on_checkpoint=clock and clock.tick)
