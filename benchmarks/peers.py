@@ -382,6 +382,18 @@ def run(args, log: Log) -> Dict[str, Any]:
         "episode_seed": suite.episode_seed, "threads": torch.get_num_threads(), "versions": _versions(),
         "tiny": bool(args.tiny), "methods": {},
     }
+    settings = [tuple(w_s) for w_s in suite.settings]
+    if args.settings:
+        import re
+        parsed = [re.fullmatch(r"(\d+)w(\d+)s", item.strip()) for item in args.settings.split(",") if item.strip()]
+        if not all(parsed):
+            raise SystemExit(f"--settings: write each setting as <ways>w<shots>s (5w1s), got {args.settings!r}")
+        wanted = [(int(m.group(1)), int(m.group(2))) for m in parsed]
+        unknown = [w_s for w_s in wanted if w_s not in settings]
+        if unknown:
+            raise SystemExit(f"--settings: {unknown} not among the suite's settings {settings}")
+        settings = wanted
+    result["settings"] = [list(w_s) for w_s in settings]
     test_memo: Dict[Any, Any] = {}
     for name in names:
         cfg = method_config(suite, by[name], ds, run_root)
@@ -407,7 +419,7 @@ def run(args, log: Log) -> Dict[str, Any]:
             atomic_write_json(meta_file, meta)
         entry = {"peer": PEERS[name], "budget": b, "train_s": meta["train_s"], "reused": reused,
                  "checkpoint": str(ckpt), "our_classifier": pipeline.classifier_for(cfg), "settings": []}
-        for ways, shots in suite.settings:
+        for ways, shots in settings:
             test_cfg = dataclasses.replace(cfg.data, ways=ways, shots=shots, queries=suite.queries,
                                            test_episodes=suite.test_episodes, episode_seed=suite.episode_seed)
             key = json.dumps(dataclasses.asdict(test_cfg), sort_keys=True, default=str)
@@ -445,6 +457,13 @@ def run(args, log: Log) -> Dict[str, Any]:
     out_dir = Path(args.out_dir) if args.out_dir else (run_root / "results" if args.tiny else ROOT / "benchmarks"
                                                         / "results")
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((out_dir / "peers.json").read_text()) if (out_dir / "peers.json").is_file() else None
+    same = ("suite_name", "run_root", "episodes", "queries", "episode_seed", "tiny")
+    if previous and all(previous.get(k) == result[k] for k in same):     # methods of earlier runs stay
+        result["methods"] = {**{k: v for k, v in previous["methods"].items() if k not in result["methods"]},
+                             **result["methods"]}
+        result["settings"] = sorted({tuple(x) for m in result["methods"].values() for x in
+                                     ((s["ways"], s["shots"]) for s in m["settings"])})
     atomic_write_json(out_dir / "peers.json", result)
     atomic_write_text(out_dir / "peers.md", "\n".join(peers_section(out_dir.resolve() / "peers.json")) + "\n")
     log(f"wrote {out_dir / 'peers.json'} and {out_dir / 'peers.md'}")
@@ -478,6 +497,9 @@ def main(argv=None) -> int:
                    help="where peers.json / peers.md go (default benchmarks/results; with --tiny <run dir>/results)")
     p.add_argument("--run-dir", default=None, help="override the suite's run_dir (our caches and peers/ are read "
                                                    "and written under it)")
+    p.add_argument("--settings", default=None, metavar="WxS,...",
+                   help="only these settings, e.g. 5w1s,5w5s (default: the suite's); methods scored before "
+                        "under other settings stay in peers.json (each run adds or replaces its methods)")
     p.add_argument("--tiny", action="store_true",
                    help=f"tests: {TINY_ITERATIONS} iterations, {TINY_EPISODES} test episodes, a temporary run dir "
                         f"unless --run-dir")
