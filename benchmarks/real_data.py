@@ -372,7 +372,7 @@ def main(argv=None) -> int:
     names = [m.name for m in suite.methods if not only or m.name in only]
     missing = [m.name for m in suite.methods if m.name not in names]
     if missing:     # run_suite(only=...) keeps these out: the methods' own filter below must too
-        suite = dataclasses.replace(suite, methods=[m for m in suite.methods if m.name in names])
+        suite.methods = [m for m in suite.methods if m.name in names]   # in place: the suite keeps its file path
     analysed = [n for n in ("ce_gc_sc", "ce", "ce_gc", "ce_sc", "scl_distill", "protonet", "scl_protonet", "maml",
                             *EMBEDDING) if n in names]
     figures = ROOT / "benchmarks" / "results" / suite.name
