@@ -381,8 +381,9 @@ def main(argv=None) -> int:
     reuse = run_feature_reuse(suite, figures, [n for n in ADAPTABLE if n in names])
     layers = list(next(iter(reuse.values()))) if reuse else []
     for name in ("results.md", "results.csv", "results.json", "results.png", "paired.md", "paired.json"):
-        if (run_root / name).exists():
-            shutil.copyfile(run_root / name, figures / name)
+        src = run_root / (name.replace(".", ".partial.", 1) if missing else name)   # --only: this run's tables
+        if src.exists():
+            shutil.copyfile(src, figures / name)
     wall = time.time() - t0
     threads = torch.get_num_threads()
 
