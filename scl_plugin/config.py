@@ -415,11 +415,11 @@ def _check_select(cfg: Config) -> None:
         if not isinstance(values, (list, tuple)) or not values:
             raise ConfigError(f"{where}: needs a non-empty list of candidates, got {values!r}")
         *path, name = key.split(".")
+        node = OmegaConf.structured(cfg)       # typed: assigning a candidate checks its type
+        for part in path:
+            node = node[part]
         for value in values:
             try:
-                node = OmegaConf.structured(cfg)
-                for part in path:
-                    node = node[part]
                 node[name] = value
             except OmegaConfBaseException as e:
                 raise ConfigError(f"{where}: candidate {value!r}: {_error_text(e)}") from None

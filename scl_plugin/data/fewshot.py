@@ -156,10 +156,10 @@ def build_val_tasks(cfg) -> Any:
     """``cfg.val_episodes`` fixed episodes of ``cfg``'s shape (ways, shots, queries) from the
     training dataset's validation split, seeded by ``cfg.episode_seed`` (what a run is tuned on;
     never the test split)."""
-    size = int(cfg.image_size)
-    val = _splits(cfg)["val"]
-    meta = make_meta_dataset(_image_set(val, channels_for(cfg.dataset), size, "none", f"{cfg.dataset} val",
-                                        _splits(cfg)["train"].stats))
+    splits = _splits(cfg)
+    val = splits["val"]
+    meta = make_meta_dataset(_image_set(val, channels_for(cfg.dataset), int(cfg.image_size), "none",
+                                        f"{cfg.dataset} val", splits["train"].stats))
     return make_taskset(meta, cfg.ways, cfg.shots, cfg.queries, cfg.val_episodes, seed=f"val/{cfg.episode_seed}",
                         where=f"{cfg.dataset} val split ({val.where})")
 
